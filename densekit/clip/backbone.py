@@ -1,0 +1,196 @@
+"""CLIPVisionBackbone: an open_clip image tower that also describes every patch in CLIP's
+joint space.
+
+``forward(x)`` returns the tuple mmseg / mmdet necks and heads expect: the feature maps of
+``out_indices`` (``[B, width, H/p, W/p]`` for a ViT; ResNet stages for a ModifiedResNet) followed by
+the dense joint-space embeddings ``[B, D, H/p, W/p]`` as the last element. ``forward_dense`` also
+returns the global embedding, identical to open_clip's ``encode_image`` at the native size.
+"""
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+
+from ..registry import MODELS
+from .attention import get_dense_mode
+from .builder import build_clip
+
+
+def interpolate_pos_embed(pos: torch.Tensor, grid: Tuple[int, int],
+                          src_grid: Tuple[int, int]) -> torch.Tensor:
+    """Resize a ``[1 + sh*sw, C]`` positional embedding to ``grid`` patches.
+
+    Follows the rule of the SCLIP / ClearCLIP / NACLIP code (from DINO): bicubic with
+    ``scale_factor = (grid + 0.1) / src_grid`` (not ``size=``), which sets the sampling positions.
+    """
+    if tuple(grid) == tuple(src_grid):
+        return pos
+    cls_pos, patch_pos = pos[:1], pos[1:]
+    c = pos.shape[-1]
+    patch_pos = patch_pos.reshape(1, src_grid[0], src_grid[1], c).permute(0, 3, 1, 2)
+    patch_pos = F.interpolate(
+        patch_pos.float(),
+        scale_factor=((grid[0] + 0.1) / src_grid[0], (grid[1] + 0.1) / src_grid[1]),
+        mode='bicubic', align_corners=False).to(pos.dtype)
+    assert patch_pos.shape[-2:] == tuple(grid), (patch_pos.shape, grid)
+    return torch.cat([cls_pos, patch_pos.permute(0, 2, 3, 1).reshape(-1, c)], dim=0)
+
+
+class _PosEmbedCache:
+    """Interpolated positional embeddings per grid size, dropped when the weights change."""
+
+    def __init__(self, maxsize: int = 16):
+        self.maxsize = maxsize
+        self.store: Dict[tuple, torch.Tensor] = {}
+
+    def get(self, pos: torch.Tensor, grid, src_grid) -> torch.Tensor:
+        if pos.requires_grad and torch.is_grad_enabled():
+            return interpolate_pos_embed(pos, grid, src_grid)  # keep the autograd graph
+        key = (tuple(grid), pos.data_ptr(), pos._version, pos.device, pos.dtype)
+        if key not in self.store:
+            if len(self.store) >= self.maxsize:
+                self.store.pop(next(iter(self.store)))
+            self.store[key] = interpolate_pos_embed(pos.detach(), grid, src_grid)
+        return self.store[key]
+
+
+@MODELS.register_module()
+class CLIPVisionBackbone(BaseModule):
+    """open_clip image tower with a dense attention mode in its last block.
+
+    Args:
+        clip: kwargs of :func:`densekit.clip.build_clip` (``model``, ``pretrained``,
+            ``checkpoint``), used when ``clip_model`` is not given.
+        clip_model: an already built open_clip model (its ``visual`` tower is used, shared).
+        dense_mode: ``vanilla``, ``maskclip``, ``sclip``, ``clearclip`` or ``naclip`` (ViT);
+            ``maskclip`` for a ModifiedResNet.
+        mode_cfg: extra keyword arguments of the mode (e.g. ``gaussian_std`` for naclip).
+        out_indices: ViT blocks (or ResNet stages 0-3) whose outputs are returned as features.
+        frozen: keep the tower in eval mode with gradients off.
+    """
+
+    def __init__(self,
+                 clip: Optional[dict] = None,
+                 clip_model: Optional[nn.Module] = None,
+                 dense_mode: str = 'vanilla',
+                 mode_cfg: Optional[dict] = None,
+                 out_indices: Sequence[int] = (),
+                 frozen: bool = True,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if clip_model is None:
+            clip_model = build_clip(**(clip or {}))
+        self.visual = clip_model.visual
+        self.is_vit = hasattr(self.visual, 'transformer')
+        self.dense_mode = dense_mode
+        self.mode_cfg = dict(mode_cfg or {})
+        self.mode_fn = get_dense_mode(dense_mode)
+        if not self.is_vit and dense_mode != 'maskclip':
+            raise ValueError(f'dense_mode {dense_mode!r} needs a ViT; a ModifiedResNet supports '
+                             "only 'maskclip' (value path of its attention pool)")
+        if self.is_vit and getattr(self.visual, 'attn_pool', None) is not None:
+            raise ValueError('CLIP towers with attentional pooling (CoCa) have no dense tokens')
+        self.out_indices = tuple(out_indices)
+        self.frozen = frozen
+        self.embed_dim = (self.visual.proj.shape[1] if self.is_vit
+                          else self.visual.attnpool.c_proj.out_features)
+        self.patch_size = self.visual.patch_size[0] if self.is_vit else 32
+        self._pos_cache = _PosEmbedCache()
+        if frozen:
+            self.visual.requires_grad_(False)
+            self.visual.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.visual.eval()
+        return self
+
+    # ------------------------------------------------------------------ ViT
+    def _vit_tokens(self, x):
+        v = self.visual
+        x = v.conv1(x)                                       # [B, C, h, w]
+        grid = tuple(x.shape[-2:])
+        x = x.flatten(2).transpose(1, 2)                     # [B, h*w, C]
+        cls = v.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        pos = self._pos_cache.get(v.positional_embedding, grid, tuple(v.grid_size))
+        x = v.patch_dropout(x + pos.to(x.dtype))
+        return v.ln_pre(x), grid
+
+    def _forward_vit(self, x):
+        v = self.visual
+        x, grid = self._vit_tokens(x)
+        batch_first = getattr(v.transformer, 'batch_first', True)
+        blocks = v.transformer.resblocks
+        feats = []
+        for i, blk in enumerate(blocks[:-1]):
+            x = blk(x) if batch_first else blk(x.transpose(0, 1)).transpose(0, 1)
+            if i in self.out_indices:
+                feats.append(x)
+        last = blocks[-1]
+        if not batch_first:
+            raise NotImplementedError('sequence-first open_clip towers are not supported')
+        x_global = last(x)                                   # CLIP's own last block
+        x_dense = (x_global if self.dense_mode == 'vanilla'
+                   else self.mode_fn(last, x, grid, **self.mode_cfg))
+        if len(blocks) - 1 in self.out_indices:
+            feats.append(x_global)
+        pooled, _ = v._pool(x_global)
+        if v.proj is not None:
+            pooled = pooled @ v.proj
+        dense = v.ln_post(x_dense[:, 1:]) @ v.proj           # [B, h*w, D]
+        h, w = grid
+        to_map = lambda t: t.transpose(1, 2).reshape(t.shape[0], -1, h, w)  # noqa: E731
+        return dict(features=[to_map(f[:, 1:]) for f in feats], dense=to_map(dense),
+                    global_embed=pooled, grid=grid)
+
+    # -------------------------------------------------------------- ResNet
+    def _forward_resnet(self, x):
+        v = self.visual
+        x = v.stem(x)
+        feats = []
+        for i, layer in enumerate([v.layer1, v.layer2, v.layer3, v.layer4]):
+            x = layer(x)
+            if i in self.out_indices:
+                feats.append(x)
+        pool = v.attnpool
+        b, c, h, w = x.shape
+        src = int(round((pool.positional_embedding.shape[0] - 1) ** 0.5))
+        pos = self._pos_cache.get(pool.positional_embedding, (h, w), (src, src))
+        tokens = x.flatten(2).permute(2, 0, 1)               # [hw, B, C]
+        tokens = torch.cat([tokens.mean(0, keepdim=True), tokens], 0) + pos[:, None].to(x.dtype)
+        pooled, _ = F.multi_head_attention_forward(
+            query=tokens[:1], key=tokens, value=tokens, embed_dim_to_check=c,
+            num_heads=pool.num_heads, q_proj_weight=pool.q_proj.weight,
+            k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
+            in_proj_weight=None,
+            in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+            bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.,
+            out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
+            use_separate_proj_weight=True, training=False, need_weights=False)
+        # MaskCLIP for ResNets: the value and output projections of the attention pool, applied
+        # to every layer4 position (no positional embedding, no query-key attention).
+        dense = pool.c_proj(pool.v_proj(x.flatten(2).transpose(1, 2)))
+        dense = dense.transpose(1, 2).reshape(b, -1, h, w)
+        return dict(features=feats, dense=dense, global_embed=pooled[0], grid=(h, w))
+
+    def forward_dense(self, x: torch.Tensor) -> dict:
+        """``x [B, 3, H, W]`` (normalised) -> dict with ``dense [B, D, H/p, W/p]``,
+        ``global_embed [B, D]``, ``features`` (list of maps) and ``grid`` ``(H/p, W/p)``."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f'expected images [B, 3, H, W], got {tuple(x.shape)}')
+        if min(x.shape[-2:]) < self.patch_size:
+            raise ValueError(f'input {tuple(x.shape[-2:])} is smaller than one patch '
+                             f'({self.patch_size} px)')
+        x = x.to(self._dtype())
+        return self._forward_vit(x) if self.is_vit else self._forward_resnet(x)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        out = self.forward_dense(x)
+        return tuple(out['features']) + (out['dense'],)
+
+    def _dtype(self):
+        return (self.visual.conv1.weight.dtype)

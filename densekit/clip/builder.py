@@ -1,0 +1,164 @@
+"""Build open_clip models from a name + pretrained tag, a local checkpoint, or a shipped config.
+
+The shape of segment-anything's ``build_sam.py``: one private builder, thin public names.
+
+>>> model = build_clip('densekit-tiny-vit')                      # shipped tiny config, random
+>>> model = build_clip('ViT-B-16', pretrained='openai')          # downloads (needs a network)
+>>> model = build_clip('ViT-B-16-quickgelu', checkpoint='ViT-B-16.pt')  # OpenAI file, offline
+"""
+import os
+import os.path as osp
+import zipfile
+from typing import Optional
+
+import torch
+
+CONFIG_DIR = osp.join(osp.dirname(__file__), 'model_configs')
+WEIGHTS_DIR = osp.join(osp.dirname(osp.dirname(__file__)), 'weights')
+
+# Named presets: architecture + weights shipped in the package (architecture and weights are
+# separate names, as in open_clip; a preset is a row of this table, never a code branch).
+PRESETS = {
+    'shapes-tiny': dict(model='densekit-shapes-tiny', checkpoint='shapes-tiny.safetensors'),
+}
+
+# Keys OpenAI's checkpoints carry that are not parameters.
+_OPENAI_META_KEYS = ('input_resolution', 'context_length', 'vocab_size')
+
+
+def _register_configs():
+    import open_clip
+    if 'densekit-tiny-vit' not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def list_clip_models():
+    """All names ``build_clip`` accepts: open_clip architectures, shipped configs and presets."""
+    import open_clip
+    _register_configs()
+    return sorted(set(open_clip.list_models()) | set(PRESETS))
+
+
+def build_clip(model: str = 'shapes-tiny',
+               pretrained: Optional[str] = None,
+               checkpoint: Optional[str] = None,
+               *,
+               device='cpu',
+               precision: str = 'fp32',
+               allow_pickle: bool = False,
+               **open_clip_kwargs):
+    """Return an ``open_clip`` CLIP model in eval mode.
+
+    Args:
+        model: an open_clip architecture (``'ViT-B-16'``), a config shipped in
+            ``densekit/clip/model_configs`` (``'densekit-tiny-vit'``) or a preset (``'shapes-tiny'``).
+        pretrained: an open_clip pretrained tag (``'openai'``, ``'laion2b_s34b_b88k'``); open_clip
+            downloads it on machines with a network. A file path is treated as ``checkpoint``.
+        checkpoint: a local file: OpenAI's TorchScript or state-dict ``.pt``, an open_clip state
+            dict, a ``.safetensors`` file, or an mmengine checkpoint holding a CLIP.
+        allow_pickle: load pickled checkpoints with ``weights_only=False`` (only for files you
+            trust; the default refuses arbitrary pickles).
+    """
+    import open_clip
+    _register_configs()
+    if model in PRESETS:
+        preset = PRESETS[model]
+        model = preset['model']
+        if checkpoint is None and pretrained is None:
+            checkpoint = osp.join(WEIGHTS_DIR, preset['checkpoint'])
+            if not osp.isfile(checkpoint):
+                raise FileNotFoundError(
+                    f'the weights of preset {model!r} are missing at {checkpoint}; '
+                    'reinstall densekit or train them with tools/train_tiny_clip.py')
+    if model not in open_clip.list_models():
+        raise ValueError(f'unknown CLIP model {model!r}; expected an open_clip architecture '
+                         f'or a densekit config such as {sorted(PRESETS) + ["densekit-tiny-vit"]} '
+                         '(see densekit.clip.list_clip_models())')
+    if pretrained is not None and (osp.sep in pretrained or osp.isfile(pretrained)):
+        checkpoint, pretrained = pretrained, None
+    if pretrained is not None and checkpoint is not None:
+        raise ValueError('give either a pretrained tag or a checkpoint path, not both')
+    if pretrained is not None:
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        if pretrained not in tags:
+            raise ValueError(f'unknown pretrained tag {pretrained!r} for {model!r}; '
+                             f'open_clip knows {tags}')
+    clip = open_clip.create_model(model, pretrained=pretrained, precision=precision,
+                                  device=device, **open_clip_kwargs)
+    if checkpoint is not None:
+        load_clip_checkpoint(clip, checkpoint, allow_pickle=allow_pickle)
+    clip.densekit_name = f'{model}:{pretrained or checkpoint or "random"}'
+    return clip.eval()
+
+
+def _is_torchscript(path):
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith('constants.pkl') or '/code/' in n for n in zf.namelist())
+
+
+def read_state_dict(path: str, allow_pickle: bool = False) -> dict:
+    """Read a checkpoint file into a flat ``{name: tensor}`` dict of CLIP parameters."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        state = load_file(path)
+    elif _is_torchscript(path):
+        # OpenAI's released .pt files are TorchScript archives (no arbitrary pickle code).
+        state = torch.jit.load(path, map_location='cpu').state_dict()
+    else:
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
+        except Exception as e:  # noqa: BLE001 - re-raised with the remedy
+            if allow_pickle:
+                raise
+            raise ValueError(f'{path} is not a plain tensor checkpoint ({type(e).__name__}); if '
+                             'you trust the file, pass allow_pickle=True') from e
+    for key in ('state_dict', 'model', 'module'):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f'{path} does not hold a state dict (found {type(state).__name__})')
+    state = {k: v for k, v in state.items() if k not in _OPENAI_META_KEYS}
+    # Strip wrappers: DDP 'module.', and densekit/mmengine module paths ending in 'clip.'.
+    for prefix in ('module.', 'backbone.clip.', 'clip.'):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_clip_checkpoint(clip: torch.nn.Module, path: str, allow_pickle: bool = False):
+    """Load ``path`` into ``clip``; fail naming missing, unexpected and mis-shaped keys."""
+    state = read_state_dict(path, allow_pickle=allow_pickle)
+    own = clip.state_dict()
+    # TorchScript archives also store non-persistent buffers (e.g. the text causal mask).
+    transient = {n for n, _ in clip.named_buffers()} - set(own)
+    state = {k: v for k, v in state.items() if k not in transient}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        def head(items):
+            return ', '.join(items[:5]) + (f' (+{len(items) - 5} more)' if len(items) > 5 else '')
+        parts = [f'{len(missing)} missing keys [{head(missing)}]' if missing else '',
+                 f'{len(unexpected)} unexpected keys [{head(unexpected)}]' if unexpected else '',
+                 f'{len(shapes)} shape mismatches [{head(shapes)}]' if shapes else '']
+        raise ValueError(f'checkpoint {path} does not fit this CLIP model: '
+                         + '; '.join(p for p in parts if p))
+    clip.load_state_dict(state, strict=True)
+    return clip
+
+
+def save_clip_checkpoint(clip: torch.nn.Module, path: str):
+    """Write ``clip``'s weights as safetensors (``.safetensors``) or a torch state dict."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in clip.state_dict().items()}
+    if path.endswith('.safetensors'):
+        from safetensors.torch import save_file
+        save_file(state, path)
+    else:
+        torch.save(state, path)
+    return path

@@ -1,0 +1,3 @@
+from .zero_shot import ZeroShotPixelTextHead
+
+__all__ = ['ZeroShotPixelTextHead']

@@ -1,0 +1,64 @@
+"""Evaluate a config with MMEngine's Runner (mmseg / mmdet style).
+
+    python tools/test.py CONFIG [--checkpoint CKPT] [--work-dir DIR] [--cfg-options k=v ...]
+
+Training-free configs need no checkpoint. The config imports densekit through
+``custom_imports``; importing it here as well lets plain mmseg configs name densekit parts.
+"""
+import argparse
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+import densekit  # noqa: F401  (registers densekit's modules)
+from densekit.engine.checkpoint import trust_runner_checkpoints
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='densekit / mmseg / mmdet test')
+    p.add_argument('config')
+    p.add_argument('--checkpoint', help='checkpoint to evaluate (omit for training-free models)')
+    p.add_argument('--work-dir', help='where logs and metrics go')
+    p.add_argument('--out', help='dump predictions to this folder (mmseg: label PNGs)')
+    p.add_argument('--show-dir', help='save visualisations to this folder')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config keys, e.g. model.backbone.dense_mode=sclip')
+    p.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'])
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not osp.isfile(args.config):
+        print(f'error: config not found: {args.config}', file=sys.stderr)
+        return 2
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.checkpoint:
+        if not osp.isfile(args.checkpoint):
+            print(f'error: checkpoint not found: {args.checkpoint}', file=sys.stderr)
+            return 2
+        cfg.load_from = args.checkpoint
+    if args.out:
+        cfg.test_evaluator = dict(cfg.test_evaluator, output_dir=args.out, keep_results=True) \
+            if isinstance(cfg.test_evaluator, dict) else cfg.test_evaluator
+    if args.show_dir:
+        hooks = cfg.setdefault('default_hooks', {})
+        if 'visualization' in hooks:
+            hooks['visualization'].update(draw=True, interval=1)
+            cfg.visualizer['save_dir'] = args.show_dir
+    trust_runner_checkpoints()
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -6,6 +6,8 @@ The shape of segment-anything's ``build_sam.py``: one private builder, thin publ
 >>> model = build_clip('ViT-B-16', pretrained='openai')          # downloads (needs a network)
 >>> model = build_clip('ViT-B-16-quickgelu', checkpoint='ViT-B-16.pt')  # OpenAI file, offline
 """
+import contextlib
+import logging
 import os
 import os.path as osp
 import zipfile
@@ -83,12 +85,29 @@ def build_clip(model: str = 'shapes-tiny',
         if pretrained not in tags:
             raise ValueError(f'unknown pretrained tag {pretrained!r} for {model!r}; '
                              f'open_clip knows {tags}')
-    clip = open_clip.create_model(model, pretrained=pretrained, precision=precision,
-                                  device=device, **open_clip_kwargs)
+    with _quiet_random_init(checkpoint is not None):
+        clip = open_clip.create_model(model, pretrained=pretrained, precision=precision,
+                                      device=device, **open_clip_kwargs)
     if checkpoint is not None:
         load_clip_checkpoint(clip, checkpoint, allow_pickle=allow_pickle)
     clip.densekit_name = f'{model}:{pretrained or checkpoint or "random"}'
     return clip.eval()
+
+
+@contextlib.contextmanager
+def _quiet_random_init(active: bool):
+    """Hide open_clip's 'initialized randomly' warning when we load weights right after."""
+    class _Drop(logging.Filter):
+        def filter(self, record):
+            return 'No pretrained weights loaded' not in record.getMessage()
+    flt = _Drop()
+    root = logging.getLogger()
+    if active:
+        root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
 
 
 def _is_torchscript(path):

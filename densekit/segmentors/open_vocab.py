@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from mmengine.config import ConfigDict
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.models.utils import resize
@@ -89,7 +90,7 @@ class OpenVocabSegmentor(EncoderDecoder):
             backbone=backbone,
             decode_head=decode_head or dict(type='ZeroShotPixelTextHead'),
             neck=neck, auxiliary_head=auxiliary_head, train_cfg=train_cfg,
-            test_cfg=test_cfg if test_cfg is not None else dict(mode='whole'),
+            test_cfg=ConfigDict(test_cfg if test_cfg is not None else dict(mode='whole')),
             data_preprocessor=data_preprocessor or clip_data_preprocessor(),
             init_cfg=init_cfg)
         self.text_encoder = CLIPTextEncoder(clip_model=clip_model, **(text_encoder or {}))
@@ -160,8 +161,7 @@ class OpenVocabSegmentor(EncoderDecoder):
         qc = self.query_class.to(probs.device)
         if qc.numel() == self.num_classes and bool((qc == torch.arange(len(qc))).all()):
             return probs
-        out = probs.new_zeros((self.num_classes,) + probs.shape[1:])
-        return out.index_reduce_(0, qc, probs, 'amax', include_self=True)
+        return torch.stack([probs[qc == c].amax(0) for c in range(self.num_classes)])
 
     def _suppress_small(self, scores: torch.Tensor) -> torch.Tensor:
         # SCLIP: classes (except index 0) whose predicted area is below area_thd of all

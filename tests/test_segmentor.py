@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from densekit.apis import init_segmentor, segment, segmentor_config
+from densekit.segmentors import PAMR
+
+
+def tiny_cfg(**kw):
+    kw.setdefault('model', 'densekit-tiny-vit')
+    kw.setdefault('short_side', 64)
+    kw.setdefault('crop', 64)
+    kw.setdefault('stride', 32)
+    return segmentor_config(**kw)
+
+
+@pytest.fixture(scope='module')
+def seg():
+    torch.manual_seed(0)
+    return init_segmentor(tiny_cfg(vocabulary='background; sky, cat, dog; puppy'))
+
+
+def test_inference_model(seg):
+    from mmseg.apis import inference_model
+    img = (np.random.RandomState(0).rand(70, 110, 3) * 255).astype(np.uint8)
+    out = inference_model(seg, img)
+    assert out.pred_sem_seg.data.shape == (1, 70, 110)
+    assert out.seg_logits.data.shape == (3, 70, 110)          # classes, not queries
+    probs = out.seg_logits.data
+    assert probs.min() >= 0 and probs.max() <= 1
+    assert torch.equal(out.pred_sem_seg.data[0], probs.argmax(0))
+
+
+def test_slide_matches_authors_loop(seg):
+    """mmseg's slide loop + our head reproduce the SCLIP/NACLIP forward_slide exactly."""
+    x = torch.randn(1, 3, 80, 100)
+    from mmengine.config import ConfigDict
+    seg.test_cfg = ConfigDict(mode='slide', crop_size=(64, 64), stride=(32, 32))
+    got = seg.inference(x, [dict(ori_shape=(80, 100), img_shape=(80, 100))])
+    text = seg.decode_head.text_embeds
+    preds = torch.zeros(1, text.shape[0], 80, 100)
+    count = torch.zeros(1, 1, 80, 100)
+    for hi in range(max(80 - 64 + 31, 0) // 32 + 1):
+        for wi in range(max(100 - 64 + 31, 0) // 32 + 1):
+            y1, x1 = hi * 32, wi * 32
+            y2, x2 = min(y1 + 64, 80), min(x1 + 64, 100)
+            y1, x1 = max(y2 - 64, 0), max(x2 - 64, 0)
+            crop = x[:, :, y1:y2, x1:x2]
+            feats = seg.backbone.forward_dense(crop)['dense']
+            feats = feats / feats.norm(dim=1, keepdim=True)
+            logit = torch.einsum('bdhw,qd->bqhw', feats, text)
+            logit = F.interpolate(logit, size=crop.shape[-2:], mode='bilinear')
+            preds += F.pad(logit, (x1, 100 - x2, y1, 80 - y2))
+            count[:, :, y1:y2, x1:x2] += 1
+    assert torch.allclose(got, preds / count, atol=1e-5)
+
+
+def test_vocabulary_change_and_synonyms(seg):
+    seg.set_vocabulary(['red', 'green; lime'])
+    assert seg.num_classes == 2 and seg.out_channels == 3
+    q = torch.randn(3, 5, 5)
+    scores = seg.class_scores(q)
+    probs = (q * seg.logit_scale).softmax(0)
+    assert torch.allclose(scores[0], probs[0])
+    assert torch.allclose(scores[1], torch.maximum(probs[1], probs[2]))
+    seg.set_vocabulary('background; sky, cat, dog; puppy')
+
+
+def test_thresholds():
+    torch.manual_seed(0)
+    m = init_segmentor(tiny_cfg(vocabulary='a, b, c', prob_thd=0.9, bg_index=255))
+    out = m.predict(torch.randn(1, 3, 64, 64))[0]
+    pred, scores = out.pred_sem_seg.data[0], out.seg_logits.data
+    low = scores.max(0)[0] < 0.9
+    assert low.any() and (~low).any()                 # both cases occur on this input
+    assert (pred[low] == 255).all()
+    assert torch.equal(pred[~low], scores.argmax(0)[~low])
+    m.prob_thd, m.area_thd = 0.0, 0.5
+    scores = torch.zeros(3, 4, 4)
+    scores[0] = 0.5
+    scores[1, :, :3] = 0.9                            # class 1 wins 12 px, class 2 wins 4 px
+    scores[2, :, 3:] = 0.9
+    kept = m._suppress_small(scores)
+    assert kept[2].sum() == 0 and torch.equal(kept[1], scores[1])
+
+
+def test_no_vocabulary_error():
+    m = init_segmentor(tiny_cfg())
+    with pytest.raises(ValueError, match='no vocabulary'):
+        m.predict(torch.randn(1, 3, 64, 64))
+    m.dataset_meta = dict(classes=('x', 'y'))
+    assert m.predict(torch.randn(1, 3, 64, 64))[0].seg_logits.data.shape[0] == 2
+
+
+@pytest.mark.parametrize('mode', ['vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'])
+def test_every_mode_segments(mode, tmp_path):
+    torch.manual_seed(0)
+    m = init_segmentor(tiny_cfg(dense_mode=mode, slide=False, refine=True))
+    img = (np.random.RandomState(1).rand(50, 75, 3) * 255).astype(np.uint8)
+    res = segment(m, img, vocabulary='cat, dog')
+    assert res.label.shape == (50, 75) and res.scores.shape == (2, 50, 75)
+    s = res.summary()
+    assert abs(sum(r['pixel_share'] for r in s['classes']) + s['unknown_share'] - 1) < 1e-5
+
+
+def test_pad_to_patch_crops_back():
+    torch.manual_seed(0)
+    m = init_segmentor(tiny_cfg(vocabulary='a, b', pad_to_patch=True))
+    x = torch.randn(1, 3, 70, 90)
+    out = m.encode_decode(x, [dict(img_shape=(70, 90), ori_shape=(70, 90))])
+    assert out.shape == (1, 2, 70, 90)
+    assert m._patch_padding(70, 90) == (3, 3, 5, 5)
+
+
+def _pamr_reference(img, mask, num_iter, dilations):
+    """PAMR as written in the paper's code: 3x3 dilated conv kernels, replicate padding."""
+    def shifts(x, centre):
+        b, k, h, w = x.shape
+        x = x.reshape(b * k, 1, h, w)
+        outs = []
+        for d in dilations:
+            ws = []
+            for i in range(3):
+                for j in range(3):
+                    if (i, j) == (1, 1) and not centre:
+                        continue
+                    kk = torch.zeros(1, 1, 3, 3)
+                    kk[0, 0, i, j] = 1
+                    ws.append(kk)
+            weight = torch.cat(ws)
+            outs.append(F.conv2d(F.pad(x, [d] * 4, mode='replicate'), weight, dilation=d))
+        return torch.cat(outs, 1).reshape(b, k, -1, h, w)
+    mask = F.interpolate(mask, size=img.shape[-2:], mode='bilinear', align_corners=True)
+    std = shifts(img, True).std(2, keepdim=True)
+    aff = -(img.unsqueeze(2) - shifts(img, False)).abs() / (1e-8 + 0.1 * std)
+    aff = F.softmax(aff.mean(1, keepdim=True), 2)
+    for _ in range(num_iter):
+        mask = (shifts(mask, False) * aff).sum(2)
+    return mask
+
+
+def test_pamr_matches_reference():
+    torch.manual_seed(0)
+    img, mask = torch.randn(1, 3, 30, 40), torch.randn(1, 4, 15, 20)
+    got = PAMR(5, (1, 2))(img, mask)
+    assert torch.allclose(got, _pamr_reference(img, mask, 5, (1, 2)), atol=1e-5)
+    with pytest.raises(ValueError):
+        PAMR(0)

@@ -3,7 +3,7 @@
 Importing densekit registers its modules (``densekit.*`` in the densekit scope; heads and
 segmentors in mmseg's registry). Nothing else happens at import: no model is built or loaded.
 """
-from . import clip, engine, heads, segmentors  # noqa: F401  (registration)
+from . import clip, datasets, engine, heads, segmentors  # noqa: F401  (registration)
 from .clip import CLIPTextEncoder, CLIPVisionBackbone, Vocabulary, build_clip
 from .segmentors import OpenVocabSegmentor
 

@@ -7,7 +7,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: one thread avoids oversubscribing 2 shared cores
 
 
 @pytest.fixture(scope='session')

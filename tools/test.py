@@ -6,6 +6,7 @@ Training-free configs need no checkpoint. The config imports densekit through
 ``custom_imports``; importing it here as well lets plain mmseg configs name densekit parts.
 """
 import argparse
+import numbers
 import os.path as osp
 import sys
 
@@ -56,7 +57,8 @@ def main(argv=None):
     trust_runner_checkpoints()
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
-    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()})
+    print({k: (round(float(v), 4) if isinstance(v, numbers.Real) else v)
+           for k, v in metrics.items()})
     return 0
 
 

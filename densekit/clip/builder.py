@@ -141,10 +141,26 @@ def read_state_dict(path: str, allow_pickle: bool = False) -> dict:
     if not isinstance(state, dict):
         raise ValueError(f'{path} does not hold a state dict (found {type(state).__name__})')
     state = {k: v for k, v in state.items() if k not in _OPENAI_META_KEYS}
+    state = _expand_sparse_rows(state)
     # Strip wrappers: DDP 'module.', and densekit/mmengine module paths ending in 'clip.'.
     for prefix in ('module.', 'backbone.clip.', 'clip.'):
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+_SPARSE = '::rows'
+
+
+def _expand_sparse_rows(state: dict) -> dict:
+    """Rebuild matrices stored as ``name::rows`` (indices) + ``name::values`` +
+    ``name::shape``; the rows not stored are zeros (see ``save_clip_checkpoint``)."""
+    for key in [k for k in state if k.endswith(_SPARSE)]:
+        name = key[:-len(_SPARSE)]
+        values = state.pop(name + '::values')
+        full = values.new_zeros(tuple(state.pop(name + '::shape').tolist()))
+        full[state.pop(key).long()] = values
+        state[name] = full
     return state
 
 
@@ -171,10 +187,26 @@ def load_clip_checkpoint(clip: torch.nn.Module, path: str, allow_pickle: bool = 
     return clip
 
 
-def save_clip_checkpoint(clip: torch.nn.Module, path: str):
-    """Write ``clip``'s weights as safetensors (``.safetensors``) or a torch state dict."""
+def save_clip_checkpoint(clip: torch.nn.Module, path: str, dtype: Optional[torch.dtype] = None,
+                         keep_token_rows: Optional[torch.Tensor] = None):
+    """Write ``clip``'s weights as safetensors (``.safetensors``) or a torch state dict.
+
+    ``dtype`` casts floating tensors (e.g. ``torch.float16`` to halve the file).
+    ``keep_token_rows`` stores only those rows of the token embedding (the BPE tokens a small
+    model was trained on); the others load as zeros. This keeps a 49k-token vocabulary table
+    from dominating the size of a tiny model.
+    """
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in clip.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    if keep_token_rows is not None:
+        name = 'token_embedding.weight'
+        rows = torch.unique(keep_token_rows.long().cpu())
+        full = state.pop(name)
+        state[name + _SPARSE] = rows
+        state[name + '::values'] = full[rows].contiguous()
+        state[name + '::shape'] = torch.tensor(full.shape)
     if path.endswith('.safetensors'):
         from safetensors.torch import save_file
         save_file(state, path)

@@ -1,0 +1,26 @@
+# ClearCLIP (Lan et al., ECCV 2024) on Context59, OpenAI CLIP ViT-B/16, training-free.
+# Settings: mc-lan/ClearCLIP clearclip_segmentor.py defaults (logit_scale 50, prob_thd 0,
+# slide crop 448 / stride 224, crops padded to a multiple of the patch size) and
+# configs/cfg_context59.py (no model overrides; Resize short side 448).
+# Class names: SCLIP's file (ClearCLIP builds on SCLIP's code; its own cls_*.txt for this
+# dataset was not available, only cls_voc21.txt).
+_base_ = ['../_base_/models/zero_shot_vitb16.py', '../_base_/datasets/context59.py',
+          '../_base_/default_runtime.py']
+
+model = dict(
+    backbone=dict(dense_mode='clearclip'),
+    vocabulary=_base_.vocabulary,  # noqa: F821  (MMEngine's parser defines _base_)
+    logit_scale=50.0,
+    prob_thd=0.0,
+    area_thd=None,
+    pad_to_patch=True,
+    test_cfg=dict(mode='slide', crop_size=(448, 448), stride=(224, 224)))
+
+# ClearCLIP resizes every benchmark to short side 448 (SCLIP / NACLIP: see the dataset base).
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 448), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

@@ -1,0 +1,189 @@
+"""Contrastive training of a tiny CLIP on the Shapes world (the embedded default's recipe).
+
+Every training pair is an image view and a sentence about it, drawn from generated scenes:
+
+* ``scene``: the whole image (resized) with one of its captions;
+* ``object``: a square crop around one object (context 1.3-2.2x its box) with a phrase naming
+  its shape and a random subset of its attributes, inside a random prompt template;
+* ``stuff``: a crop that is >= 90 % one background class, with that class in a template.
+
+Object and stuff views give the patch tokens local supervision, which is what training-free dense
+modes read out. Several views in a batch may share a sentence, so the InfoNCE targets are soft:
+uniform over every item whose sentence is identical (no false negatives).
+"""
+import math
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..datasets import shapes
+from .templates import IMAGENET80, SHORT7
+
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32) * 255
+STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32) * 255
+VIEW_PROBS = {'scene': 0.25, 'object': 0.55, 'stuff': 0.2}
+
+
+def generate_pool(num_images: int, seed: int, min_size: int = 96, max_size: int = 224,
+                  progress: bool = False) -> List[dict]:
+    """Render ``num_images`` scenes (seeded); keep what the views need, drop full masks."""
+    from tqdm import tqdm
+    rng = np.random.default_rng(seed)
+    pool = []
+    for i in tqdm(range(num_images), desc='rendering scenes', disable=not progress):
+        h, w = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
+        s = shapes.generate_sample(np.random.default_rng([seed, i]), h, w)
+        pool.append(dict(image=s['image'], label_map=s['label_map'], captions=s['captions'],
+                         stuff=s['stuff'],
+                         objects=[dict(bbox=o['bbox'], category=o['category'],
+                                       attributes=o['attributes']) for o in s['instances']]))
+    return pool
+
+
+def _phrase(rng, obj: dict) -> str:
+    a = obj['attributes']
+    # Attributes are named sparingly: a batch must be solved by shape, not by colour alone.
+    words = [a['size']] if rng.random() < 0.2 else []
+    words += [a['colour']] if rng.random() < 0.3 else []
+    words += [a['pattern']] if rng.random() < 0.2 else []
+    return ' '.join(words + [obj['category']])
+
+
+def _template(rng) -> str:
+    pool = IMAGENET80 if rng.random() < 0.7 else SHORT7 + ('a photo of a {}.', '{}')
+    return pool[rng.integers(len(pool))]
+
+
+def _square_crop(img, cx, cy, side):
+    h, w = img.shape[:2]
+    side = int(max(8, min(side, h, w)))
+    x0 = int(np.clip(cx - side / 2, 0, w - side))
+    y0 = int(np.clip(cy - side / 2, 0, h - side))
+    return img[y0:y0 + side, x0:x0 + side], (x0, y0, side)
+
+
+def make_view(rng: np.random.Generator, sample: dict, size: int):
+    """One (image ``uint8 [size, size, 3]``, sentence) pair from a rendered scene."""
+    kind = rng.choice(list(VIEW_PROBS), p=list(VIEW_PROBS.values()))
+    img = sample['image']
+    if kind == 'object' and sample['objects']:
+        obj = sample['objects'][rng.integers(len(sample['objects']))]
+        x, y, bw, bh = obj['bbox']
+        crop, _ = _square_crop(img, x + bw / 2, y + bh / 2, max(bw, bh) * rng.uniform(1.3, 2.2))
+        text = _template(rng).format(_phrase(rng, obj))
+    elif kind == 'stuff':
+        crop, text = None, None
+        lab = sample['label_map']
+        name = sample['stuff'][rng.integers(len(sample['stuff']))]
+        idx = shapes.CLASSES.index(name)
+        for _ in range(12):
+            side = int(rng.integers(24, 65))
+            if side > min(lab.shape):
+                break
+            cy, cx = rng.integers(side // 2, lab.shape[0] - side // 2 + 1), \
+                rng.integers(side // 2, lab.shape[1] - side // 2 + 1)
+            patch, (x0, y0, s) = _square_crop(lab, cx, cy, side)
+            if (patch == idx).mean() >= 0.9:
+                crop = img[y0:y0 + s, x0:x0 + s]
+                text = _template(rng).format(name)
+                break
+        if crop is None:
+            kind = 'scene'
+    if kind == 'scene' or (kind == 'object' and not sample['objects']):
+        crop = img
+        text = sample['captions'][rng.integers(len(sample['captions']))]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return cv2.resize(np.ascontiguousarray(crop), (size, size),
+                      interpolation=cv2.INTER_AREA), text
+
+
+def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
+    x = (np.stack(images).astype(np.float32) - MEAN) / STD
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+
+
+def soft_clip_loss(image_emb, text_emb, logit_scale, texts: Sequence[str]) -> torch.Tensor:
+    """Symmetric InfoNCE with targets spread over items that share the same sentence."""
+    image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
+    logits = logit_scale * image_emb @ text_emb.t()
+    ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    key = torch.tensor([ids[t] for t in texts])
+    target = (key[:, None] == key[None]).float()
+    target = target / target.sum(1, keepdim=True)
+    return 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
+                  + torch.sum(-target * logits.t().log_softmax(1), 1).mean())
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+class TinyClipTrainer:
+    """Holds the model, optimizer and data; ``step()`` does one update; state is resumable."""
+
+    def __init__(self, model, tokenizer, pool: List[dict], batch_size: int = 128,
+                 lr: float = 1e-3, weight_decay: float = 0.1, total_steps: int = 1500,
+                 warmup: int = 100, seed: int = 0, image_size: int = 64):
+        self.model, self.tokenizer, self.pool = model, tokenizer, pool
+        self.batch_size, self.base_lr, self.total, self.warmup = batch_size, lr, total_steps, warmup
+        self.image_size = image_size
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
+        other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and
+                                                                  'embedding' not in n)]
+        self.opt = torch.optim.AdamW([dict(params=decay, weight_decay=weight_decay),
+                                      dict(params=other, weight_decay=0.0)], lr=lr,
+                                     betas=(0.9, 0.98), eps=1e-6)
+        self.step_idx = 0
+        self.seed = seed
+        self.seen_tokens = torch.zeros(model.vocab_size, dtype=torch.bool)
+
+    def batch(self):
+        rng = np.random.default_rng([self.seed, self.step_idx])
+        views = [make_view(rng, self.pool[rng.integers(len(self.pool))], self.image_size)
+                 for _ in range(self.batch_size)]
+        images, texts = zip(*views)
+        return to_tensor(images), list(texts)
+
+    def step(self) -> float:
+        self.model.train()
+        images, texts = self.batch()
+        tokens = self.tokenizer(texts)
+        self.seen_tokens[tokens.flatten()] = True
+        for g in self.opt.param_groups:
+            g['lr'] = lr_at(self.step_idx, self.total, self.base_lr, self.warmup)
+        img = self.model.encode_image(images)
+        txt = self.model.encode_text(tokens)
+        loss = soft_clip_loss(img, txt, self.model.logit_scale.exp(), texts)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))
+        self.step_idx += 1
+        return float(loss.detach())
+
+    def state_dict(self) -> Dict:
+        return dict(model=self.model.state_dict(), optimizer=self.opt.state_dict(),
+                    step=torch.tensor(self.step_idx), seen_tokens=self.seen_tokens)
+
+    def load_state_dict(self, state: Dict):
+        self.model.load_state_dict(state['model'])
+        self.opt.load_state_dict(state['optimizer'])
+        self.step_idx = int(state['step'])
+        self.seen_tokens = state['seen_tokens']
+
+
+def vocabulary_token_rows(tokenizer, extra_texts: Optional[Sequence[str]] = None):
+    """BPE token ids of every Shapes word in every template (kept in the shipped weights)."""
+    words = list(shapes.CLASSES) + list(shapes.COLOURS) + list(shapes.PATTERNS) + \
+        list(shapes.SIZES) + ['background', 'unknown', 'medium-sized', 'object', 'shape']
+    texts = [t.format(w) for t in IMAGENET80 + SHORT7 + ('a photo of a {}.', '{}')
+             for w in words] + list(extra_texts or [])
+    return torch.unique(tokenizer(texts).flatten())

@@ -1,0 +1,84 @@
+"""mmseg / mmdet datasets over a Shapes-world directory written by ``tools/make_shapes.py``.
+
+``ShapesSegDataset`` registers in ``mmseg.registry.DATASETS`` and ``ShapesDetDataset`` in
+``mmdet.registry.DATASETS`` (the registries their configs build from: ``type='ShapesSegDataset'``
+under ``default_scope='mmseg'``). Importing this module only imports those registries and base
+classes; mmdet is optional, and without it only the segmentation dataset is defined.
+"""
+from typing import List, Optional
+
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS as SEG_DATASETS
+
+from .shapes import CLASSES, PALETTE, THING_CLASSES, THING_PALETTE
+
+__all__ = ['ShapesSegDataset']
+
+
+@SEG_DATASETS.register_module()
+class ShapesSegDataset(BaseSegDataset):
+    """Semantic segmentation on the Shapes world: 13 classes (5 stuff, then 8 things), every
+    pixel labelled (no ignore, no zero reduction).
+
+    Layout: ``{data_root}/images/{split}/*.png`` and ``{data_root}/labels/{split}/*.png``.
+
+    Args:
+        split: shortcut that sets ``data_prefix`` to ``images/{split}`` / ``labels/{split}``
+            when ``data_prefix`` is not given.
+        **kwargs: ``BaseSegDataset`` arguments.
+    """
+    METAINFO = dict(classes=CLASSES, palette=[list(p) for p in PALETTE])
+
+    def __init__(self, split: Optional[str] = None, img_suffix: str = '.png',
+                 seg_map_suffix: str = '.png', reduce_zero_label: bool = False, **kwargs):
+        if split is not None and 'data_prefix' not in kwargs:
+            kwargs['data_prefix'] = dict(img_path=f'images/{split}',
+                                         seg_map_path=f'labels/{split}')
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         reduce_zero_label=reduce_zero_label, **kwargs)
+
+
+try:
+    from mmdet.datasets import CocoDataset
+    from mmdet.registry import DATASETS as DET_DATASETS
+except ModuleNotFoundError as e:  # mmdet is an optional dependency of densekit
+    if not (e.name or '').startswith('mmdet'):
+        raise
+    CocoDataset = None
+
+if CocoDataset is not None:
+
+    @DET_DATASETS.register_module()
+    class ShapesDetDataset(CocoDataset):
+        """Detection / instance segmentation on the Shapes world's 8 thing classes (COCO json,
+        category id = the class's index in the label map).
+
+        On top of ``CocoDataset``'s data info, every instance keeps ``attributes``
+        ({colour, pattern, size}) and every image its ``captions`` and image-level ``labels``.
+        Restricting ``metainfo=dict(classes=BASE_CLASSES)`` (e.g. open-vocabulary training on
+        base classes) drops the other categories' instances, as in ``CocoDataset``.
+        """
+        METAINFO = dict(classes=THING_CLASSES, palette=[list(p) for p in THING_PALETTE])
+
+        def parse_data_info(self, raw_data_info: dict) -> dict:
+            data_info = super().parse_data_info(raw_data_info)
+            img_info = raw_data_info['raw_img_info']
+            data_info['captions'] = list(img_info.get('captions', []))
+            data_info['labels'] = list(img_info.get('labels', []))
+            # CocoDataset keeps a subsequence of the raw annotations (it skips invalid boxes
+            # and categories outside metainfo), so walk both lists in order and
+            # pair each kept instance with the first raw annotation of the same box and label.
+            anns: List[dict] = raw_data_info['raw_ann_info']
+            j = 0
+            for inst in data_info['instances']:
+                while j < len(anns):
+                    ann = anns[j]
+                    j += 1
+                    x, y, w, h = ann['bbox']
+                    if ([x, y, x + w, y + h] == inst['bbox']
+                            and self.cat2label.get(ann['category_id']) == inst['bbox_label']):
+                        inst['attributes'] = dict(ann.get('attributes', {}))
+                        break
+            return data_info
+
+    __all__.append('ShapesDetDataset')

@@ -1,0 +1,83 @@
+"""Zero-shot classification of Shapes objects with a CLIP (global embedding).
+
+    python tools/eval_zero_shot_cls.py --data data/shapes --split val [--model shapes-tiny]
+
+For every annotated object: a square crop (1.5x its box, clamped to the image) resized to the
+model's input size, classified among the 8 shape classes (imagenet80 templates); and for each
+image, its whole view classified among the 5 stuff classes against the largest stuff class.
+Prints top-1 accuracies (the numbers in docs/results.md).
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+import cv2
+import numpy as np
+import torch
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    p.add_argument('--data', default='data/shapes')
+    p.add_argument('--split', default='val')
+    p.add_argument('--model', default='shapes-tiny')
+    p.add_argument('--pretrained')
+    p.add_argument('--checkpoint')
+    p.add_argument('--templates', default='imagenet80')
+    args = p.parse_args(argv)
+
+    from densekit.clip import CLIPTextEncoder, build_clip
+    from densekit.clip.tiny_training import to_tensor
+    from densekit.datasets.shapes import CLASSES, STUFF_CLASSES, THING_CLASSES
+    ann_file = osp.join(args.data, 'annotations', f'instances_{args.split}.json')
+    if not osp.isfile(ann_file):
+        print(f'error: {ann_file} not found; run tools/make_shapes.py --out {args.data}',
+              file=sys.stderr)
+        return 2
+    ann = json.load(open(ann_file))
+    clip = build_clip(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    size = clip.visual.image_size[0]
+    text = CLIPTextEncoder(clip_model=clip, templates=args.templates)
+    things = text(list(THING_CLASSES)).embeds
+    stuff = text(list(STUFF_CLASSES)).embeds
+    by_image = {}
+    for a in ann['annotations']:
+        by_image.setdefault(a['image_id'], []).append(a)
+    thing_ok = thing_n = stuff_ok = stuff_n = 0
+    with torch.no_grad():
+        for im in ann['images']:
+            path = osp.join(args.data, 'images', args.split, im['file_name'])
+            img = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+            h, w = img.shape[:2]
+            crops, labels = [], []
+            for a in by_image.get(im['id'], []):
+                x, y, bw, bh = a['bbox']
+                side = int(min(max(bw, bh) * 1.5, h, w))
+                x0 = int(np.clip(x + bw / 2 - side / 2, 0, w - side))
+                y0 = int(np.clip(y + bh / 2 - side / 2, 0, h - side))
+                crops.append(cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size),
+                                        interpolation=cv2.INTER_AREA))
+                labels.append(THING_CLASSES.index(CLASSES[a['category_id']]))
+            if crops:
+                emb = torch.nn.functional.normalize(clip.encode_image(to_tensor(crops)), dim=-1)
+                pred = (emb @ things.t()).argmax(1)
+                thing_ok += int((pred == torch.tensor(labels)).sum())
+                thing_n += len(labels)
+            lab = cv2.imread(osp.join(args.data, 'labels', args.split,
+                                      im['file_name']), cv2.IMREAD_UNCHANGED)
+            counts = np.bincount(lab.flatten(), minlength=len(CLASSES))[:len(STUFF_CLASSES)]
+            emb = torch.nn.functional.normalize(clip.encode_image(to_tensor(
+                [cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)])), dim=-1)
+            stuff_ok += int((emb @ stuff.t()).argmax(1).item() == int(counts.argmax()))
+            stuff_n += 1
+    print(json.dumps(dict(model=args.model, split=args.split, objects=thing_n,
+                          shape_top1=round(100 * thing_ok / max(thing_n, 1), 2),
+                          images=stuff_n, stuff_top1=round(100 * stuff_ok / max(stuff_n, 1), 2),
+                          chance_shape=round(100 / len(THING_CLASSES), 2),
+                          chance_stuff=round(100 / len(STUFF_CLASSES), 2))))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

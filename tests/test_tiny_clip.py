@@ -1,0 +1,132 @@
+"""The embedded default: its trainer, its storage format, and the shipped weights."""
+import os
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from densekit.clip import build_clip, save_clip_checkpoint
+from densekit.clip.builder import PRESETS, WEIGHTS_DIR, read_state_dict
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _tool():
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    try:
+        import train_tiny_clip
+    finally:
+        sys.path.pop(0)
+    return train_tiny_clip
+
+
+def test_shipped_default_loads_by_name():
+    path = osp.join(WEIGHTS_DIR, PRESETS['shapes-tiny']['checkpoint'])
+    assert osp.getsize(path) < 4 * 2 ** 20                     # "a few MB"
+    model = build_clip('shapes-tiny')
+    assert model.densekit_name.endswith('shapes-tiny.safetensors')
+    state = read_state_dict(path)
+    own = model.state_dict()
+    for k, v in state.items():
+        assert torch.equal(own[k], v.to(own[k].dtype)), k
+
+
+def test_shipped_default_tells_stuff_apart():
+    """The shipped model must do better than chance on what it was trained for."""
+    from densekit.clip import CLIPTextEncoder
+    from densekit.clip.tiny_training import to_tensor
+    from densekit.datasets.shapes import STUFF_CLASSES, generate_sample
+    model = build_clip('shapes-tiny')
+    text = CLIPTextEncoder(clip_model=model)(list(STUFF_CLASSES)).embeds
+    correct = 0
+    for seed in range(20):
+        s = generate_sample(10_000 + seed, 96, 96, classes=[STUFF_CLASSES[seed % 5], 'circle'],
+                            max_objects=1)
+        import cv2
+        img = cv2.resize(s['image'], (64, 64), interpolation=cv2.INTER_AREA)
+        with torch.no_grad():
+            emb = torch.nn.functional.normalize(model.encode_image(to_tensor([img])), dim=-1)
+        correct += int((emb @ text.t()).argmax() == seed % 5)
+    assert correct >= 14                                      # chance is 4 of 20
+
+
+def test_sparse_token_rows_roundtrip(tiny_clip, tmp_path):
+    rows = torch.tensor([0, 5, 49406, 49407])
+    path = save_clip_checkpoint(tiny_clip, str(tmp_path / 'w.safetensors'),
+                                dtype=torch.float16, keep_token_rows=rows)
+    other = build_clip('densekit-tiny-vit', checkpoint=path)
+    w, w0 = other.token_embedding.weight, tiny_clip.token_embedding.weight
+    assert torch.allclose(w[rows], w0[rows].half().float())
+    keep = torch.zeros(len(w), dtype=torch.bool)
+    keep[rows] = True
+    assert torch.all(w[~keep] == 0)
+    assert torch.allclose(other.visual.proj, tiny_clip.visual.proj.half().float())
+
+
+def test_training_lowers_loss_and_resumes(tmp_path):
+    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
+    import open_clip
+    torch.manual_seed(0)
+    model = build_clip('densekit-tiny-vit')
+    tok = open_clip.get_tokenizer('densekit-tiny-vit')
+    pool = generate_pool(12, seed=1, min_size=96, max_size=128)
+    trainer = TinyClipTrainer(model, tok, pool, batch_size=16, lr=2e-3, total_steps=40,
+                              warmup=2, seed=3)
+    # The same batch before and after training: the loss must fall.
+    images, texts = trainer.batch()
+    from densekit.clip.tiny_training import soft_clip_loss
+
+    def loss_now():
+        model.eval()
+        with torch.no_grad():
+            return float(soft_clip_loss(model.encode_image(images), model.encode_text(tok(texts)),
+                                        model.logit_scale.exp(), texts))
+    before = loss_now()
+    for _ in range(25):
+        trainer.step()
+    assert loss_now() < before - 0.3
+    # resume: a restored trainer takes exactly the same next step
+    state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in trainer.state_dict().items()}
+    torch.save(state, tmp_path / 'last.pth')
+    a = trainer.step()
+    m2 = build_clip('densekit-tiny-vit')
+    t2 = TinyClipTrainer(m2, tok, pool, batch_size=16, lr=2e-3, total_steps=40, warmup=2, seed=3)
+    t2.load_state_dict(torch.load(tmp_path / 'last.pth', weights_only=True))
+    assert t2.step_idx == 25
+    assert t2.step() == pytest.approx(a, rel=1e-4)
+
+
+def test_trainer_cli_guards(tmp_path, capsys):
+    tool = _tool()
+    out = tmp_path / 'w.safetensors'
+    out.write_bytes(b'x')
+    assert tool.main(['--out', str(out), '--work-dir', str(tmp_path / 'wd')]) == 2
+    assert 'pass --force to overwrite' in capsys.readouterr().err
+    (tmp_path / 'wd').mkdir()
+    (tmp_path / 'wd' / 'last.pth').write_bytes(b'x')
+    assert tool.main(['--out', str(tmp_path / 'new.safetensors'), '--work-dir',
+                      str(tmp_path / 'wd')]) == 2
+    assert 'interrupted run' in capsys.readouterr().err
+    assert tool.main(['--out', str(tmp_path / 'n.safetensors'), '--work-dir',
+                      str(tmp_path / 'none'), '--resume']) == 2
+    assert 'nothing to resume' in capsys.readouterr().err
+
+
+def test_trainer_cli_end_to_end_with_interruption(tmp_path, capsys):
+    tool = _tool()
+    out, wd = tmp_path / 'w.safetensors', tmp_path / 'wd'
+    common = ['--arch', 'densekit-tiny-vit', '--out', str(out), '--work-dir', str(wd),
+              '--batch-size', '8', '--pool-size', '6', '--save-every', '2', '--threads', '1',
+              '--no-progress']
+    assert tool.main(common + ['--steps', '2']) == 0
+    out.unlink()                                  # as if the run had stopped after step 2
+    assert tool.main(common + ['--steps', '4', '--resume']) == 0
+    assert 'resumed at step 2' in capsys.readouterr().out
+    steps = [int(ln.split('"step": ')[1].split(',')[0])
+             for ln in (wd / 'log.jsonl').read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    model = build_clip('densekit-tiny-vit', checkpoint=str(out))
+    kept = int(model.token_embedding.weight.abs().sum(1).gt(0).sum())
+    assert 50 < kept < 2000                       # only the rows the model uses are stored

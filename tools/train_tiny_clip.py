@@ -5,7 +5,7 @@
     python tools/train_tiny_clip.py --force --out my.safetensors --steps 300
 
 Writes resumable checkpoints to --work-dir every --save-every steps, a loss log
-(``log.jsonl``), and the final weights (fp16, only the BPE rows the model uses) to --out.
+(``log.jsonl``), and the final weights (fp16, only the BPE token rows seen in training) to --out.
 The recipe is in densekit/clip/tiny_training.py and docs/model_card_shapes_tiny.md.
 """
 import argparse
@@ -41,8 +41,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from densekit.clip import build_clip, save_clip_checkpoint
-    from densekit.clip.tiny_training import (TinyClipTrainer, generate_pool,
-                                             vocabulary_token_rows)
+    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
     last = osp.join(args.work_dir, 'last.pth')
     if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1:
         print('error: --steps and --pool-size must be >= 1 and --batch-size >= 2',
@@ -92,10 +91,8 @@ def main(argv=None) -> int:
             log.flush()
     bar.close()
     log.close()
-    rows = vocabulary_token_rows(tokenizer) if hasattr(tokenizer, 'encoder') else None
-    keep = torch.unique(torch.cat([trainer.seen_tokens.nonzero()[:, 0],
-                                   vocabulary_token_rows(tokenizer)])) if rows is not None \
-        else trainer.seen_tokens.nonzero()[:, 0]
+    # Rows of BPE tokens never seen in training are still random: store only the trained ones.
+    keep = trainer.seen_tokens.nonzero()[:, 0]
     model.eval()
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     tmp = args.out + '.tmp.safetensors'

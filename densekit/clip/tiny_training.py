@@ -184,12 +184,3 @@ class TinyClipTrainer:
         self.opt.load_state_dict(state['optimizer'])
         self.step_idx = int(state['step'])
         self.seen_tokens = state['seen_tokens']
-
-
-def vocabulary_token_rows(tokenizer, extra_texts: Optional[Sequence[str]] = None):
-    """BPE token ids of every Shapes word in every template (kept in the shipped weights)."""
-    words = list(shapes.CLASSES) + list(shapes.COLOURS) + list(shapes.PATTERNS) + \
-        list(shapes.SIZES) + ['background', 'unknown', 'medium-sized', 'object', 'shape']
-    texts = [t.format(w) for t in IMAGENET80 + SHORT7 + ('a photo of a {}.', '{}')
-             for w in words] + list(extra_texts or [])
-    return torch.unique(tokenizer(texts).flatten())

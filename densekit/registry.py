@@ -15,7 +15,7 @@ MODELS = Registry(
     scope='densekit',
     locations=['densekit.clip', 'densekit.segmentors', 'densekit.heads', 'densekit.proposals'])
 
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='densekit', locations=['densekit.engine'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='densekit', locations=['densekit.engine', 'densekit.detectors'])
 
 # Dense attention modes for the last ViT block: name -> pure function (see clip/attention.py).
 DENSE_MODES = Registry('dense attention mode', scope='densekit')

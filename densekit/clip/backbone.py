@@ -143,7 +143,8 @@ class CLIPVisionBackbone(BaseModule):
             pooled = pooled @ v.proj
         dense = v.ln_post(x_dense[:, 1:]) @ v.proj           # [B, h*w, D]
         h, w = grid
-        to_map = lambda t: t.transpose(1, 2).reshape(t.shape[0], -1, h, w)  # noqa: E731
+        def to_map(t):   # [B, h*w, C] -> [B, C, h, w], contiguous (mmcv's RoIAlign needs it)
+            return t.transpose(1, 2).reshape(t.shape[0], -1, h, w).contiguous()
         return dict(features=[to_map(f[:, 1:]) for f in feats], dense=to_map(dense),
                     global_embed=pooled, grid=grid)
 
@@ -174,7 +175,7 @@ class CLIPVisionBackbone(BaseModule):
         # MaskCLIP for ResNets: the value and output projections of the attention pool, applied
         # to every layer4 position (no positional embedding, no query-key attention).
         dense = pool.c_proj(pool.v_proj(x.flatten(2).transpose(1, 2)))
-        dense = dense.transpose(1, 2).reshape(b, -1, h, w)
+        dense = dense.transpose(1, 2).reshape(b, -1, h, w).contiguous()
         return dict(features=feats, dense=dense, global_embed=pooled[0], grid=(h, w))
 
     def forward_dense(self, x: torch.Tensor) -> dict:

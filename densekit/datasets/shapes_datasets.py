@@ -58,7 +58,7 @@ if CocoDataset is not None:
         Restricting ``metainfo=dict(classes=BASE_CLASSES)`` (e.g. open-vocabulary training on
         base classes) drops the other categories' instances, as in ``CocoDataset``.
         """
-        METAINFO = dict(classes=THING_CLASSES, palette=[list(p) for p in THING_PALETTE])
+        METAINFO = dict(classes=THING_CLASSES, palette=[tuple(p) for p in THING_PALETTE])  # tuples: mmdet's visualiser
 
         def parse_data_info(self, raw_data_info: dict) -> dict:
             data_info = super().parse_data_info(raw_data_info)

@@ -94,6 +94,9 @@ class OpenVocabSegmentor(EncoderDecoder):
             data_preprocessor=data_preprocessor or clip_data_preprocessor(),
             init_cfg=init_cfg)
         self.text_encoder = CLIPTextEncoder(clip_model=clip_model, **(text_encoder or {}))
+        if hasattr(self.decode_head, 'bind_text_encoder'):
+            # trainable heads (PixelTextHead) encode class names with learned prompts
+            self.decode_head.bind_text_encoder(self.text_encoder)
         self.logit_scale = float(logit_scale)
         self.prob_thd = float(prob_thd)
         self.bg_index = int(bg_index)
@@ -113,6 +116,8 @@ class OpenVocabSegmentor(EncoderDecoder):
         self.vocabulary = text.vocabulary
         self.query_class = text.query_class
         self.decode_head.set_text_embeddings(text.embeds, len(text.vocabulary))
+        if hasattr(self.decode_head, 'set_vocabulary'):
+            self.decode_head.set_vocabulary(text.vocabulary, text.query_class)
         self.num_classes = len(text.vocabulary)
         self.out_channels = text.embeds.shape[0]
         return self.vocabulary

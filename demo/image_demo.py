@@ -1,6 +1,7 @@
 """Segment one image with the embedded default (offline) and write an overlay and a summary.
 
     python demo/image_demo.py                                  # the shipped Shapes example
+    python demo/image_demo.py --proposals none --mode naclip   # dense CLIP, no superpixels
     python demo/image_demo.py my.jpg --vocab "cat, sofa, window" \
         --model ViT-B-16 --pretrained openai                   # a real CLIP (downloads)
 
@@ -27,6 +28,8 @@ def main(argv=None) -> int:
                    help='comma-separated classes (default: the Shapes world classes)')
     p.add_argument('--out', default='outputs/demo')
     add_model_args(p)
+    # The embedded default names superpixels far better than single pixels (docs/results.md).
+    p.set_defaults(proposals='slic')
     args = p.parse_args(argv)
     try:
         model = build_from_args(args, load_vocabulary_arg(args.vocab))

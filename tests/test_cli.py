@@ -102,3 +102,17 @@ def test_no_inputs(tmp_path, capsys):
     assert infer(str(tmp_path / '*.png'), '--vocab', 'cat', '--out', str(tmp_path / 'o'),
                  *FAST) == 2
     assert 'pattern matches no file' in capsys.readouterr().err
+
+
+def test_infer_with_superpixel_proposals(images, tmp_path):
+    out = tmp_path / 'out'
+    assert infer(str(images / 'a.png'), '--vocab', 'cat, dog', '--proposals', 'slic',
+                 '--out', str(out), *FAST) == 0
+    label = cv2.imread(str(out / 'a_label.png'), cv2.IMREAD_UNCHANGED)
+    assert label.shape == (60, 80) and set(np.unique(label)) <= {0, 1}
+
+
+def test_unknown_proposals_name():
+    from densekit.apis import segmentor_config
+    with pytest.raises(ValueError, match="unknown proposals 'sam'"):
+        segmentor_config(proposals='sam')

@@ -36,6 +36,8 @@ def add_model_args(parser: argparse.ArgumentParser):
     g.add_argument('--bg-index', type=int, default=255,
                    help='label of low-confidence pixels (255 = unknown)')
     g.add_argument('--refine', action='store_true', help='PAMR refinement')
+    g.add_argument('--proposals', choices=['none', 'slic', 'felzenszwalb'], default='none',
+                   help='name superpixels instead of pixels (ProposalSegmentor)')
     g.add_argument('--device', default='cpu')
 
 
@@ -49,7 +51,8 @@ def build_from_args(args, vocabulary):
         model=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
         dense_mode=args.mode, templates=args.templates, vocabulary=vocabulary,
         short_side=args.short_side, slide=not args.whole, crop=args.crop, stride=args.stride,
-        prob_thd=args.prob_thd, bg_index=args.bg_index, refine=args.refine, device=args.device)
+        prob_thd=args.prob_thd, bg_index=args.bg_index, refine=args.refine, device=args.device,
+        proposals=None if args.proposals == 'none' else args.proposals)
 
 
 def expand_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:

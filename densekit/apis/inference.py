@@ -17,8 +17,17 @@ from ..utils.io import read_image
 # Inference protocol of the training-free papers (SCLIP / NACLIP): short side 336,
 # 224 crops with stride 112, logit scale 40.
 DEFAULTS = dict(short_side=336, crop=224, stride=112, logit_scale=40.0)
-# The embedded default is trained at 64 px crops (see docs/model_card_shapes_tiny.md).
-MODEL_DEFAULTS = {'shapes-tiny': dict(short_side=224, crop=224, stride=112)}
+# The embedded default was trained on 64 px views (docs/model_card_shapes_tiny.md): it slides
+# 64 px windows, as configs/_base_/models/zero_shot_shapes_tiny.py does.
+MODEL_DEFAULTS = {'shapes-tiny': dict(short_side=224, crop=64, stride=32)}
+
+
+# Weight-free proposers with the settings of configs/proposals/*_shapes_tiny.py.
+PROPOSERS = {
+    'slic': dict(type='densekit.SLICProposer', n_segments=[25, 50, 100], sigma=2.0),
+    'felzenszwalb': dict(type='densekit.FelzenszwalbProposer', scale=[300, 1000, 3000],
+                         min_size=50),
+}
 
 
 def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = None,
@@ -27,8 +36,10 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
                      slide: bool = True, crop: Optional[int] = None, stride: Optional[int] = None,
                      logit_scale: Optional[float] = None, prob_thd: float = 0.0,
                      bg_index: int = 0, refine: bool = False, mode_cfg: Optional[dict] = None,
-                     **model_overrides) -> Config:
-    """An mmseg config (model + test pipeline) for an OpenVocabSegmentor."""
+                     proposals: Optional[str] = None, **model_overrides) -> Config:
+    """An mmseg config (model + test pipeline) for an OpenVocabSegmentor, or, with
+    ``proposals='slic'`` / ``'felzenszwalb'``, a ProposalSegmentor that names superpixels
+    (docs/proposals.md)."""
     d = dict(DEFAULTS, **MODEL_DEFAULTS.get(model, {}))
     short_side = short_side or d['short_side']
     crop, stride = crop or d['crop'], stride or d['stride']
@@ -45,6 +56,14 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
         prob_thd=prob_thd, bg_index=bg_index,
         refine=dict(type='densekit.PAMR') if refine else None,
         test_cfg=test_cfg)
+    if proposals is not None:
+        if proposals not in PROPOSERS:
+            raise ValueError(f'unknown proposals {proposals!r}; expected one of '
+                             f'{sorted(PROPOSERS)}')
+        model_cfg.update(type='ProposalSegmentor', proposer=PROPOSERS[proposals],
+                         classifier=dict(type='densekit.EnsembleMaskClassifier',
+                                         crop_weight=0.5),
+                         uncovered='dense')
     model_cfg.update(model_overrides)
     return Config(dict(
         default_scope='mmseg',

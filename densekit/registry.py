@@ -13,7 +13,8 @@ MODELS = Registry(
     'model',
     parent=MMENGINE_MODELS,
     scope='densekit',
-    locations=['densekit.clip', 'densekit.segmentors', 'densekit.heads', 'densekit.proposals'])
+    locations=['densekit.clip', 'densekit.segmentors', 'densekit.heads', 'densekit.proposals',
+               'densekit.cams'])
 
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='densekit', locations=['densekit.engine', 'densekit.detectors'])
 

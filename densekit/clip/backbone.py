@@ -109,8 +109,11 @@ class CLIPVisionBackbone(BaseModule):
         return self
 
     # ------------------------------------------------------------------ ViT
-    def _vit_tokens(self, x):
+    def embed_tokens(self, x):
+        """ViT input tokens ``[B, 1+h*w, C]`` (patch embedding, class token, positional
+        embedding interpolated to the grid, ``ln_pre``) and the grid ``(h, w)``."""
         v = self.visual
+        x = x.to(self.dtype)
         x = v.conv1(x)                                       # [B, C, h, w]
         grid = tuple(x.shape[-2:])
         x = x.flatten(2).transpose(1, 2)                     # [B, h*w, C]
@@ -122,7 +125,7 @@ class CLIPVisionBackbone(BaseModule):
 
     def _forward_vit(self, x):
         v = self.visual
-        x, grid = self._vit_tokens(x)
+        x, grid = self.embed_tokens(x)
         batch_first = getattr(v.transformer, 'batch_first', True)
         blocks = v.transformer.resblocks
         feats = []
@@ -186,12 +189,13 @@ class CLIPVisionBackbone(BaseModule):
         if min(x.shape[-2:]) < self.patch_size:
             raise ValueError(f'input {tuple(x.shape[-2:])} is smaller than one patch '
                              f'({self.patch_size} px)')
-        x = x.to(self._dtype())
+        x = x.to(self.dtype)
         return self._forward_vit(x) if self.is_vit else self._forward_resnet(x)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         out = self.forward_dense(x)
         return tuple(out['features']) + (out['dense'],)
 
-    def _dtype(self):
-        return (self.visual.conv1.weight.dtype)
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype

@@ -1,0 +1,27 @@
+"""Weakly supervised CAMs and pseudo labels from CLIP (image-level labels -> pixel labels).
+
+Generators (``densekit.registry.MODELS``, build with ``type='densekit.<Name>'``):
+
+* ``GradCAMGenerator``: Grad-CAM with softmax over classes and background prompts (CLIP-ES);
+* ``PatchTextCAMGenerator``: patch-text similarity of the dense modes with text enrichment from
+  class descriptions and class-redundancy removal (ExCEL-style).
+
+Refinement: ``ClassAwareAffinityRefiner`` (CLIP-ES's class-aware attention affinity).
+``pseudo.py`` turns CAMs into pseudo labels with ignore regions and scores them (mIoU).
+"""
+from .base import CLIP_ES_BACKGROUND_VOC, BaseCAMGenerator, CAMResult, view_sizes
+from .gradcam import GradCAMGenerator, clip_class_scores, grad_cam
+from .patch_text import PatchTextCAMGenerator, enrich_text, feature_surgery, kmeans
+from .pseudo import cam_scores, cams_to_label, confusion_matrix, miou
+from .refine import (ClassAwareAffinityRefiner, affinity_transition, box_mask, cam_boxes,
+                     minmax)
+from .tower import ViTTrace, block_forward, run_vit
+from .visualize import cam_overlay, cam_strip
+
+__all__ = [
+    'BaseCAMGenerator', 'CAMResult', 'GradCAMGenerator', 'PatchTextCAMGenerator',
+    'ClassAwareAffinityRefiner', 'CLIP_ES_BACKGROUND_VOC', 'affinity_transition', 'box_mask',
+    'cam_boxes', 'cam_overlay', 'cam_scores', 'cam_strip', 'cams_to_label', 'clip_class_scores',
+    'confusion_matrix', 'enrich_text', 'feature_surgery', 'grad_cam', 'kmeans', 'miou',
+    'minmax', 'run_vit', 'block_forward', 'ViTTrace', 'view_sizes',
+]

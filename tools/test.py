@@ -10,11 +10,12 @@ import numbers
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import densekit  # noqa: F401  (registers densekit's modules)
 from densekit.engine.checkpoint import trust_runner_checkpoints
+from densekit.engine.runner import load_config
 
 
 def parse_args(argv=None):
@@ -32,15 +33,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.config):
-        print(f'error: config not found: {args.config}', file=sys.stderr)
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    except FileNotFoundError as e:
+        print(f'error: {e}', file=sys.stderr)
         return 2
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.checkpoint:
         if not osp.isfile(args.checkpoint):
             print(f'error: checkpoint not found: {args.checkpoint}', file=sys.stderr)

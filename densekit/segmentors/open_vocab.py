@@ -148,14 +148,17 @@ class OpenVocabSegmentor(EncoderDecoder):
         logits = super().encode_decode(padded, metas)
         return logits[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
 
+    @staticmethod
+    def batch_metas(inputs: torch.Tensor, data_samples=None) -> List[dict]:
+        """The samples' metainfo, or mmseg's defaults (no resize, no padding) without samples."""
+        if data_samples is not None:
+            return [s.metainfo for s in data_samples]
+        return [dict(ori_shape=inputs.shape[2:], img_shape=inputs.shape[2:],
+                     pad_shape=inputs.shape[2:], padding_size=[0, 0, 0, 0])] * inputs.shape[0]
+
     def predict(self, inputs: torch.Tensor, data_samples=None):
         self._ensure_vocabulary()
-        if data_samples is not None:
-            metas = [s.metainfo for s in data_samples]
-        else:
-            metas = [dict(ori_shape=inputs.shape[2:], img_shape=inputs.shape[2:],
-                          pad_shape=inputs.shape[2:], padding_size=[0, 0, 0, 0])
-                     ] * inputs.shape[0]
+        metas = self.batch_metas(inputs, data_samples)
         with torch.no_grad():
             seg_logits = self.inference(inputs, metas)
             return self.postprocess_result(seg_logits, data_samples, inputs, metas)

@@ -153,12 +153,8 @@ class ProposalSegmentor(OpenVocabSegmentor):
     # ------------------------------------------------------------ inference
     def predict(self, inputs: torch.Tensor, data_samples=None):
         self._ensure_vocabulary()
-        if data_samples is not None:
-            metas = [s.metainfo for s in data_samples]
-        else:
-            metas = [dict(ori_shape=inputs.shape[2:], img_shape=inputs.shape[2:],
-                          pad_shape=inputs.shape[2:], padding_size=[0, 0, 0, 0])
-                     ] * inputs.shape[0]
+        metas = self.batch_metas(inputs, data_samples)
+        if data_samples is None:
             data_samples = [SegDataSample() for _ in range(inputs.shape[0])]
         with torch.no_grad():
             for i, meta in enumerate(metas):

@@ -16,6 +16,13 @@ venv="$cache/venv-$key"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 mkdir -p "$cache/wheels"
+# Headless Chromium + its driver for the web demo's browser test (Debian packages).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  log "installing chromium and chromium-driver (apt)"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq \
+    chromium chromium-driver >/dev/null
+fi
 if [ ! -f "$venv/.complete" ]; then
   log "creating venv $venv (first run: several minutes, mmcv build ~8 min)"
   rm -rf "$venv"

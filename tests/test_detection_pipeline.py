@@ -7,7 +7,6 @@ Offline and fast: the shipped configs with the random tiny CLIP (``densekit-tiny
 3 blocks), one prompt template, and a tiny generated Shapes split (6 train / 3 val images).
 """
 import glob
-import importlib.util
 import json
 import os.path as osp
 
@@ -17,6 +16,7 @@ import torch
 
 import densekit  # noqa: F401
 import densekit.detectors  # noqa: F401  (registers the detection modules)
+from helpers import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RCNN = osp.join(ROOT, 'configs', 'detection', 'ov_rcnn_shapes_tiny.py')
@@ -36,12 +36,7 @@ def _mmdet_scope():
         yield
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f'densekit_tools_{name}',
-                                                  osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_tool = load_tool
 
 
 def _data_options(root, loaders=('train', 'val', 'test')):

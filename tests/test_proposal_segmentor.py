@@ -1,6 +1,5 @@
 """ProposalSegmentor: composition of mask classes (overlaps, uncovered pixels, "none of these"),
 zero proposals, small images, and the configs through tools/test.py and tools/infer.py."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -18,6 +17,7 @@ from densekit.apis import init_segmentor, segmentor_config
 from densekit.heads.mask_classifier import MaskClassifier
 from densekit.proposals import MaskProposer, Proposals
 from densekit.segmentors import OpenVocabSegmentor
+from helpers import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs', 'proposals')
@@ -168,12 +168,7 @@ def test_slide_dense_embeddings_match_whole_on_one_window(seg):
 
 
 # ------------------------------------------------------------------ tools
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f'densekit_tools_{name}',
-                                                  osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_tool = load_tool
 
 
 @pytest.fixture(scope='module')

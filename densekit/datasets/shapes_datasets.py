@@ -38,6 +38,25 @@ class ShapesSegDataset(BaseSegDataset):
                          reduce_zero_label=reduce_zero_label, **kwargs)
 
 
+def pair_instances(instances: List[dict], raw_anns: List[dict], cat2label: dict):
+    """Yield ``(instance, raw annotation)`` pairs of a COCO-style image.
+
+    mmdet's ``CocoDataset`` keeps a subsequence of the raw annotations (it skips invalid boxes
+    and categories outside ``metainfo``), so both lists are walked in order and each kept
+    instance is paired with the next raw annotation of the same box and label.
+    """
+    j = 0
+    for inst in instances:
+        while j < len(raw_anns):
+            ann = raw_anns[j]
+            j += 1
+            x, y, w, h = ann['bbox']
+            if [x, y, x + w, y + h] == inst['bbox'] and \
+                    cat2label.get(ann['category_id']) == inst['bbox_label']:
+                yield inst, ann
+                break
+
+
 try:
     from mmdet.datasets import CocoDataset
     from mmdet.registry import DATASETS as DET_DATASETS
@@ -65,20 +84,9 @@ if CocoDataset is not None:
             img_info = raw_data_info['raw_img_info']
             data_info['captions'] = list(img_info.get('captions', []))
             data_info['labels'] = list(img_info.get('labels', []))
-            # CocoDataset keeps a subsequence of the raw annotations (it skips invalid boxes
-            # and categories outside metainfo), so walk both lists in order and
-            # pair each kept instance with the first raw annotation of the same box and label.
-            anns: List[dict] = raw_data_info['raw_ann_info']
-            j = 0
-            for inst in data_info['instances']:
-                while j < len(anns):
-                    ann = anns[j]
-                    j += 1
-                    x, y, w, h = ann['bbox']
-                    if ([x, y, x + w, y + h] == inst['bbox']
-                            and self.cat2label.get(ann['category_id']) == inst['bbox_label']):
-                        inst['attributes'] = dict(ann.get('attributes', {}))
-                        break
+            for inst, ann in pair_instances(data_info['instances'],
+                                            raw_data_info['raw_ann_info'], self.cat2label):
+                inst['attributes'] = dict(ann.get('attributes', {}))
             return data_info
 
     __all__.append('ShapesDetDataset')

@@ -17,6 +17,8 @@ from mmengine.fileio import load
 from mmdet.datasets import BaseDetDataset, CocoDataset, LVISV1Dataset
 from mmdet.registry import DATASETS
 
+from ..datasets.shapes_datasets import pair_instances
+
 __all__ = ['OVLVISV1Dataset', 'OVADDataset', 'VAWDataset']
 
 
@@ -54,17 +56,9 @@ class OVADDataset(CocoDataset):
 
     def parse_data_info(self, raw_data_info: dict) -> dict:
         data_info = super().parse_data_info(raw_data_info)
-        # CocoDataset keeps a subsequence of the annotations: pair them by box and label.
-        anns, j = raw_data_info['raw_ann_info'], 0
-        for inst in data_info['instances']:
-            while j < len(anns):
-                ann = anns[j]
-                j += 1
-                x, y, w, h = ann['bbox']
-                if ([x, y, x + w, y + h] == inst['bbox']
-                        and self.cat2label.get(ann['category_id']) == inst['bbox_label']):
-                    inst['attribute_vec'] = list(ann.get('att_vec', []))
-                    break
+        for inst, ann in pair_instances(data_info['instances'], raw_data_info['raw_ann_info'],
+                                        self.cat2label):
+            inst['attribute_vec'] = list(ann.get('att_vec', []))
         return data_info
 
 

@@ -16,16 +16,15 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))  # run from a checkout without installing
 
 
+from densekit.apis.cli import add_clip_args  # noqa: E402
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--host', default='127.0.0.1',
                    help='address to serve on (default 127.0.0.1: this machine only)')
     p.add_argument('--port', type=int, default=7860)
-    p.add_argument('--model', default='shapes-tiny',
-                   help='open_clip architecture or densekit preset (default: the embedded '
-                        'shapes-tiny)')
-    p.add_argument('--pretrained', help="open_clip pretrained tag, e.g. 'openai' (downloads)")
-    p.add_argument('--checkpoint', help='local CLIP weights (.pt / .safetensors)')
+    add_clip_args(p)
     p.add_argument('--mode', default='naclip',
                    choices=['vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'],
                    help='initial dense attention mode (the page can change it)')

@@ -16,14 +16,19 @@ from ..utils.visualization import overlay_with_legend
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
-def add_model_args(parser: argparse.ArgumentParser):
-    g = parser.add_argument_group('model')
-    g.add_argument('--config', help='an mmseg config file (overrides the model flags below)')
+def add_clip_args(g):
+    """``--model``, ``--pretrained``, ``--checkpoint``: which CLIP (see ``build_clip``)."""
     g.add_argument('--model', default='shapes-tiny',
                    help='open_clip architecture or densekit preset (default: the embedded '
                         'shapes-tiny); e.g. ViT-B-16')
     g.add_argument('--pretrained', help="open_clip pretrained tag, e.g. 'openai' (downloads)")
     g.add_argument('--checkpoint', help='local CLIP weights (.pt / .safetensors)')
+
+
+def add_model_args(parser: argparse.ArgumentParser):
+    g = parser.add_argument_group('model')
+    g.add_argument('--config', help='an mmseg config file (overrides the model flags below)')
+    add_clip_args(g)
     g.add_argument('--mode', default='naclip',
                    help='dense attention mode: vanilla, maskclip, sclip, clearclip, naclip')
     g.add_argument('--templates', default='imagenet80', help='imagenet80, short7, single')

@@ -15,6 +15,8 @@ from typing import Optional
 
 import torch
 
+from ..utils.state_dict import describe_mismatch
+
 CONFIG_DIR = osp.join(osp.dirname(__file__), 'model_configs')
 WEIGHTS_DIR = osp.join(osp.dirname(osp.dirname(__file__)), 'weights')
 
@@ -171,18 +173,9 @@ def load_clip_checkpoint(clip: torch.nn.Module, path: str, allow_pickle: bool = 
     # TorchScript archives also store non-persistent buffers (e.g. the text causal mask).
     transient = {n for n, _ in clip.named_buffers()} - set(own)
     state = {k: v for k, v in state.items() if k not in transient}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        def head(items):
-            return ', '.join(items[:5]) + (f' (+{len(items) - 5} more)' if len(items) > 5 else '')
-        parts = [f'{len(missing)} missing keys [{head(missing)}]' if missing else '',
-                 f'{len(unexpected)} unexpected keys [{head(unexpected)}]' if unexpected else '',
-                 f'{len(shapes)} shape mismatches [{head(shapes)}]' if shapes else '']
-        raise ValueError(f'checkpoint {path} does not fit this CLIP model: '
-                         + '; '.join(p for p in parts if p))
+    problem = describe_mismatch(own, state)
+    if problem:
+        raise ValueError(f'checkpoint {path} does not fit this CLIP model: {problem}')
     clip.load_state_dict(state, strict=True)
     return clip
 

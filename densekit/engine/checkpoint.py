@@ -19,6 +19,7 @@ import torch
 from mmengine.hooks import Hook
 
 from ..registry import HOOKS
+from ..utils.state_dict import describe_mismatch
 
 
 def _history_buffer_getattr(obj, name):
@@ -68,21 +69,7 @@ def read_checkpoint_state(path: str) -> dict:
 def checkpoint_mismatch(model: torch.nn.Module, path: str) -> Optional[str]:
     """``None`` if ``path`` holds exactly ``model``'s parameters and buffers (names and shapes),
     else a description of the differences."""
-    state = read_checkpoint_state(path)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                    for k in set(own) & set(state)
-                    if hasattr(state[k], 'shape') and state[k].shape != own[k].shape)
-
-    def head(items):
-        return ', '.join(items[:4]) + (f' (+{len(items) - 4} more)' if len(items) > 4 else '')
-    parts = [f'{len(missing)} missing keys [{head(missing)}]' if missing else '',
-             f'{len(unexpected)} unexpected keys [{head(unexpected)}]' if unexpected else '',
-             f'{len(shapes)} shape mismatches [{head(shapes)}]' if shapes else '']
-    parts = [p for p in parts if p]
-    return '; '.join(parts) if parts else None
+    return describe_mismatch(model.state_dict(), read_checkpoint_state(path), limit=4)
 
 
 @HOOKS.register_module()

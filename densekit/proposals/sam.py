@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import MODELS
+from ..utils.state_dict import describe_mismatch
 from .base import MaskProposer, Proposals, as_rgb_uint8
 
 # Official checkpoint file names (segment-anything's README, "Model Checkpoints") and the
@@ -146,25 +147,15 @@ def read_sam_state_dict(path: str, model_type: str = 'vit_b') -> dict:
 def check_sam_state_dict(state: dict, expected: dict, path: str, model_type: str):
     """Raise naming the file, the model type, the missing / unexpected / mis-shaped keys and
     the SAM type the file seems to hold."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model '
-                    f'{tuple(expected[k].shape)}'
-                    for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
-    if not (missing or unexpected or shapes):
+    problem = describe_mismatch(expected, state, limit=4)
+    if problem is None:
         return
-
-    def head(items):
-        return ', '.join(items[:4]) + (f' (+{len(items) - 4} more)' if len(items) > 4 else '')
     guess = _describe_sam_state(state)
-    parts = [f'{len(missing)} missing keys [{head(missing)}]' if missing else '',
-             f'{len(unexpected)} unexpected keys [{head(unexpected)}]' if unexpected else '',
-             f'{len(shapes)} shape mismatches [{head(shapes)}]' if shapes else '']
     hint = ('; the file does not look like a SAM checkpoint' if guess is None
             else '' if guess == f'a SAM {model_type} checkpoint'
             else f'; the file holds {guess}')
     raise ValueError(f'checkpoint {path} does not fit SAM model type {model_type}: '
-                     + '; '.join(p for p in parts if p) + hint)
+                     f'{problem}{hint}')
 
 
 def load_sam_checkpoint(sam: nn.Module, path: str, model_type: str = 'vit_b'):

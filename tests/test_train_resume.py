@@ -2,7 +2,6 @@
 torch's weights_only default, evaluate base / novel classes, bad inputs, and a plain mmseg config
 that reaches densekit only through custom_imports."""
 import glob
-import importlib.util
 import io
 import os
 import os.path as osp
@@ -12,19 +11,12 @@ import sys
 
 import pytest
 import torch
+from helpers import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f'densekit_tools_{name}',
-                                                  osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tool, test_tool = _tool('train'), _tool('test')
+train_tool, test_tool = load_tool('train'), load_tool('test')
 
 # The real Shapes config, shrunk: densekit-tiny-vit (random weights, 3 blocks, patch 16),
 # 64 px crops, batch 2, no worker processes.

@@ -21,7 +21,7 @@ train_tool, test_tool = load_tool('train'), load_tool('test')
 # The real Shapes config, shrunk: densekit-tiny-vit (random weights, 3 blocks, patch 16),
 # 64 px crops, batch 2, no worker processes.
 TINY_CFG = """
-_base_ = ['{root}/configs/trained/pixel_text_shapes_tiny.py']
+_base_ = ['{root}/configs/trained/{base}.py']
 crop = (64, 64)
 model = dict(
     clip=dict(model='densekit-tiny-vit'),
@@ -47,8 +47,6 @@ val_dataloader = dict(**loader, dataset=dict(
 test_dataloader = dict(**loader, dataset=dict(
     data_root='{data}', pipeline=test_pipeline,
     data_prefix=dict(img_path='images/val', seg_map_path='labels/val')))
-param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=1e-6, by_epoch=False, begin=0,
-                        end=3)]
 train_cfg = dict(max_iters=2, val_interval=2)
 default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=1, max_keep_ckpts=-1))
@@ -67,7 +65,7 @@ def shapes(tmp_path_factory):
 @pytest.fixture(scope='module')
 def config(shapes, tmp_path_factory):
     path = tmp_path_factory.mktemp('cfg') / 'tiny_pixel_text.py'
-    path.write_text(TINY_CFG.format(root=ROOT, data=shapes))
+    path.write_text(TINY_CFG.format(root=ROOT, data=shapes, base='pixel_text_shapes_tiny'))
     return str(path)
 
 
@@ -120,6 +118,28 @@ def test_load_from_starts_a_new_run_from_the_weights(trained, config, tmp_path):
     assert after['meta']['iter'] == 1                            # a new run ...
     moved = after['state_dict']['decode_head.prompt.ctx'] - start
     assert 0 < moved.abs().max() < 0.1                           # ... from the loaded weights
+
+
+def test_partially_frozen_backbone(shapes, tmp_path):
+    """pixel_text_shapes_tiny_finetune.py: the patch embedding and blocks 0-1 stay bit-identical,
+    the later blocks and the head train, the text tower never changes."""
+    cfg = tmp_path / 'tiny_finetune.py'
+    cfg.write_text(TINY_CFG.format(root=ROOT, data=shapes, base='pixel_text_shapes_tiny_finetune'))
+    # warm-up for one iteration, so the poly schedule (whose eta_min reaches every group) acts
+    assert train_tool.main([str(cfg), '--work-dir', str(tmp_path), '--cfg-options',
+                            'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
+                            'param_scheduler.1.end=5', 'train_cfg.max_iters=3']) == 0
+    one = torch.load(str(tmp_path / 'iter_2.pth'))['state_dict']
+    two = torch.load(str(tmp_path / 'iter_3.pth'))['state_dict']
+    changed = {k for k in one if not torch.equal(one[k], two[k])}
+    visual = 'backbone.visual.'
+    assert not {k for k in changed if k.startswith((visual + 'conv1', visual + 'ln_pre',
+                                                     visual + 'positional_embedding',
+                                                     visual + 'transformer.resblocks.0.',
+                                                     visual + 'transformer.resblocks.1.'))}
+    assert not {k for k in changed if k.startswith('text_encoder.')}
+    assert any(k.startswith(visual + 'transformer.resblocks.2.') for k in changed)
+    assert 'decode_head.prompt.ctx' in changed
 
 
 def test_weights_only_policy_is_narrow():

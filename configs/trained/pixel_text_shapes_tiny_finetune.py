@@ -2,6 +2,8 @@
 # blocks 0-1 stay fixed (lr_mult 0: AdamW then changes neither the weights nor, since the step is
 # scaled by the learning rate, applies weight decay), blocks 2-3 and the projections train at
 # 0.1x the head's learning rate (DenseCLIP's backbone multiplier). The text tower stays frozen.
+# PolyLR adds eta_min to every parameter group, lr_mult=0 groups included, so eta_min is 0 here:
+# otherwise the "fixed" blocks would drift at ~1e-6.
 # A fully fine-tuned tower: drop the lr_mult=0 keys. A frozen one: the base config.
 _base_ = ['./pixel_text_shapes_tiny.py']
 model = dict(backbone=dict(frozen=False))
@@ -16,3 +18,8 @@ optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
     'backbone.visual.transformer.resblocks.1.': frozen,
     'norm': dict(decay_mult=0.0),
     'decode_head.logit_scale': dict(lr_mult=10.0, decay_mult=0.0)}))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
+    dict(type='PolyLR', power=0.9, eta_min=0.0, by_epoch=False, begin=50,
+         end={{_base_.max_iters}}),
+]

@@ -4,8 +4,9 @@
 # the novel classes that the pixel-text head never does). Frozen shapes-tiny image tower.
 #   python tools/train.py configs/trained/uperhead_clip_shapes_tiny.py
 _base_ = ['../_base_/datasets/shapes_seg.py', '../_base_/default_runtime.py']
-crop = (128, 128)
-max_iters = 1000
+crop = (64, 64)           # the same scale as pixel_text_shapes_tiny.py (see there)
+scale = (2048, 112)
+max_iters = 6000
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     type='EncoderDecoder',
@@ -23,20 +24,26 @@ model = dict(
         norm_cfg=norm_cfg, align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    test_cfg=dict(mode='slide', crop_size=crop, stride=(85, 85)))
+    test_cfg=dict(mode='slide', crop_size=crop, stride=(43, 43)))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=(2048, 224), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomResize', scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=scale, keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
 train_dataloader = dict(batch_size=8, num_workers=1, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(num_workers=1)
+val_dataloader = dict(num_workers=1, dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(num_workers=1, dataset=dict(
-    data_prefix=dict(img_path='images/val', seg_map_path='labels/val')))
+    pipeline=test_pipeline, data_prefix=dict(img_path='images/val', seg_map_path='labels/val')))
 test_evaluator = dict(type='GroupedIoUMetric', iou_metrics=['mIoU'], groups='shapes')
 custom_imports = dict(imports=['densekit', 'densekit.evaluation'], allow_failed_imports=False)
 optim_wrapper = dict(type='OptimWrapper',
@@ -47,7 +54,7 @@ param_scheduler = [
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
-default_hooks = dict(checkpoint=dict(interval=500, max_keep_ckpts=2),
+default_hooks = dict(checkpoint=dict(interval=2000, max_keep_ckpts=2),
                      visualization=dict(type='SegVisualizationHook', draw=False))
 custom_hooks = [dict(type='densekit.CheckpointFitHook')]
 randomness = dict(seed=0)

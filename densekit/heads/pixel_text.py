@@ -130,7 +130,7 @@ class PixelTextHead(BaseDecodeHead):
                  dense_residual: bool = False,
                  prompt: Optional[dict] = None,
                  context_decoder: Optional[dict] = None,
-                 loss_pixel_text: Optional[dict] = dict(type='CrossEntropyLoss',
+                 loss_pixel_text: Optional[dict] = dict(type='mmseg.CrossEntropyLoss',
                                                         loss_weight=0.4),
                  dropout_ratio: float = 0.1,
                  norm_cfg: Optional[dict] = dict(type='BN', requires_grad=True),
@@ -168,13 +168,14 @@ class PixelTextHead(BaseDecodeHead):
         fpn_in[self.score_concat_index] += extra
         # The decoder is mmseg's own FPN neck and Semantic FPN head (Kirillov et al., 2019);
         # the head's 1x1 classifier outputs pixel embeddings in CLIP's joint space.
-        self.fpn = SEG_MODELS.build(dict(type='FPN', in_channels=fpn_in, out_channels=channels,
-                                         num_outs=levels))
+        self.fpn = SEG_MODELS.build(dict(type='mmseg.FPN', in_channels=fpn_in,
+                                         out_channels=channels, num_outs=levels))
         self.decoder = SEG_MODELS.build(dict(
-            type='FPNHead', in_channels=[channels] * levels, in_index=list(range(levels)),
+            type='mmseg.FPNHead', in_channels=[channels] * levels, in_index=list(range(levels)),
             feature_strides=list(feature_strides), channels=channels, num_classes=embed_dim,
             dropout_ratio=dropout_ratio, norm_cfg=norm_cfg, act_cfg=self.act_cfg,
-            align_corners=self.align_corners))
+            align_corners=self.align_corners,
+            loss_decode=dict(type='mmseg.CrossEntropyLoss')))   # unused: the head has no loss
 
         self.tau = float(tau)
         scale = torch.tensor(float(1.0 / logit_tau)).log()

@@ -75,14 +75,14 @@ def test_training_lowers_loss_and_resumes(tmp_path):
     trainer = TinyClipTrainer(model, tok, pool, batch_size=16, lr=2e-3, total_steps=40,
                               warmup=2, seed=3)
     # The same batch before and after training: the loss must fall.
-    images, texts = trainer.batch()
+    images, texts, pos = trainer.batch()
     from densekit.clip.tiny_training import soft_clip_loss
 
     def loss_now():
         model.eval()
         with torch.no_grad():
             return float(soft_clip_loss(model.encode_image(images), model.encode_text(tok(texts)),
-                                        model.logit_scale.exp(), texts))
+                                        model.logit_scale.exp(), pos))
     before = loss_now()
     for _ in range(25):
         trainer.step()
@@ -130,3 +130,57 @@ def test_trainer_cli_end_to_end_with_interruption(tmp_path, capsys):
     model = build_clip('densekit-tiny-vit', checkpoint=str(out))
     kept = int(model.token_embedding.weight.abs().sum(1).gt(0).sum())
     assert 50 < kept < 2000                       # only the rows the model uses are stored
+
+
+def test_positives_follow_what_each_sentence_claims():
+    from densekit.clip.tiny_training import make_view, positives
+    import numpy as np
+    star = frozenset({('shape', 'star'), ('colour', 'red'), ('pattern', 'solid'), ('size', 'small')})
+    blue_star = frozenset({('shape', 'star'), ('colour', 'blue'), ('pattern', 'solid'),
+                           ('size', 'small')})
+    sky = frozenset({('stuff', 'sky')})
+    claims = [frozenset({('shape', 'star')}), frozenset({('shape', 'star'), ('colour', 'red')}),
+              sky]
+    pos = positives([star, blue_star, sky], claims)
+    # "a star" fits both stars; "a red star" only the red one; "sky" only the sky view
+    assert pos.tolist() == [[True, True, False], [True, False, False], [False, False, True]]
+    # views made from a scene: the diagonal is always positive and claims hold for the image
+    from densekit.clip.tiny_training import generate_pool
+    pool = generate_pool(4, seed=2, min_size=96, max_size=128)
+    rng = np.random.default_rng(0)
+    views = [make_view(rng, pool[i % 4], 32) for i in range(40)]
+    _, texts, facts, claims = zip(*views)
+    pos = positives(facts, claims)
+    assert pos.diagonal().all()
+    for text, claim in zip(texts, claims):
+        for key, value in claim:
+            if key in ('shape', 'stuff', 'caption'):
+                assert value in text
+
+
+
+def test_finetune_phase_pools_a_subset_of_patches():
+    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
+    import open_clip
+    torch.manual_seed(0)
+    model = build_clip('densekit-shapes-tiny')          # mean-pooled image tower
+    assert model.visual.pool_type == 'avg'
+    tok = open_clip.get_tokenizer('densekit-shapes-tiny')
+    pool = generate_pool(4, seed=1, min_size=96, max_size=112)
+    trainer = TinyClipTrainer(model, tok, pool, batch_size=4, total_steps=2, warmup=1,
+                              finetune_steps=2, finetune_lr=1e-4, finetune_keep=0.25)
+    images = trainer.batch()[0]
+    model.eval()
+    with torch.no_grad():
+        # keeping every patch is exactly open_clip's mean pooling
+        full = trainer.subset_embedding(images, 1.0)
+        assert torch.allclose(full, model.encode_image(images), atol=1e-5)
+        part = trainer.subset_embedding(images, 0.25, torch.Generator().manual_seed(0))
+        assert part.shape == full.shape and not torch.allclose(part, full, atol=1e-3)
+    lrs = []
+    for _ in range(trainer.num_steps):
+        trainer.step()
+        lrs.append(trainer.opt.param_groups[0]['lr'])
+    assert trainer.step_idx == 4
+    # phase 2 restarts its own warm-up from finetune_lr, below the main phase's base lr
+    assert lrs[2] <= 1e-4 < lrs[0]

@@ -23,10 +23,15 @@ def parse_args(argv=None):
     p.add_argument('--out', default='densekit/weights/shapes-tiny.safetensors')
     p.add_argument('--work-dir', default='work_dirs/shapes_tiny_clip')
     p.add_argument('--arch', default='densekit-shapes-tiny')
-    p.add_argument('--steps', type=int, default=1500)
+    p.add_argument('--steps', type=int, default=3000)
+    p.add_argument('--finetune-steps', type=int, default=500,
+                   help='second phase: image embedding = mean of a random share of the patches')
+    p.add_argument('--finetune-lr', type=float, default=3e-4)
+    p.add_argument('--finetune-keep', type=float, default=0.25,
+                   help='share of patch tokens pooled in the second phase')
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--lr', type=float, default=1e-3)
-    p.add_argument('--pool-size', type=int, default=2000, help='scenes rendered for training')
+    p.add_argument('--pool-size', type=int, default=3000, help='scenes rendered for training')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--save-every', type=int, default=100)
     p.add_argument('--threads', type=int, default=2)
@@ -43,9 +48,12 @@ def main(argv=None) -> int:
     from densekit.clip import build_clip, save_clip_checkpoint
     from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
     last = osp.join(args.work_dir, 'last.pth')
-    if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1:
-        print('error: --steps and --pool-size must be >= 1 and --batch-size >= 2',
-              file=sys.stderr)
+    if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1 or args.finetune_steps < 0:
+        print('error: --steps and --pool-size must be >= 1, --batch-size >= 2 and '
+              '--finetune-steps >= 0', file=sys.stderr)
+        return 2
+    if not 0 < args.finetune_keep <= 1:
+        print('error: --finetune-keep must be in (0, 1]', file=sys.stderr)
         return 2
     if osp.exists(args.out) and not args.force:
         print(f'error: {args.out} exists; pass --force to overwrite it', file=sys.stderr)
@@ -66,7 +74,9 @@ def main(argv=None) -> int:
     tokenizer = open_clip.get_tokenizer(args.arch)
     pool = generate_pool(args.pool_size, args.seed, progress=not args.no_progress)
     trainer = TinyClipTrainer(model, tokenizer, pool, batch_size=args.batch_size, lr=args.lr,
-                              total_steps=args.steps, seed=args.seed)
+                              total_steps=args.steps, seed=args.seed,
+                              finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr,
+                              finetune_keep=args.finetune_keep)
     if args.resume:
         trainer.load_state_dict(torch.load(last, map_location='cpu', weights_only=True))
         print(f'resumed at step {trainer.step_idx}')
@@ -76,17 +86,17 @@ def main(argv=None) -> int:
         torch.save(trainer.state_dict(), tmp)
         os.replace(tmp, last)
 
-    log = open(osp.join(args.work_dir, 'log.jsonl'), 'a')
-    bar = tqdm(total=args.steps, initial=trainer.step_idx, desc='training', unit='step',
+    log = open(osp.join(args.work_dir, 'log.jsonl'), 'a' if args.resume else 'w')
+    bar = tqdm(total=trainer.num_steps, initial=trainer.step_idx, desc='training', unit='step',
                disable=args.no_progress)
     t0, ema = time.time(), None
-    while trainer.step_idx < args.steps:
+    while trainer.step_idx < trainer.num_steps:
         loss = trainer.step()
         ema = loss if ema is None else 0.95 * ema + 0.05 * loss
         bar.update(1)
         bar.set_postfix(loss=f'{ema:.3f}', scale=f'{model.logit_scale.exp().item():.1f}')
         log.write(json.dumps(dict(step=trainer.step_idx, loss=round(loss, 5))) + '\n')
-        if trainer.step_idx % args.save_every == 0 or trainer.step_idx == args.steps:
+        if trainer.step_idx % args.save_every == 0 or trainer.step_idx == trainer.num_steps:
             save()
             log.flush()
     bar.close()

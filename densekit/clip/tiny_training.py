@@ -7,9 +7,19 @@ Every training pair is an image view and a sentence about it, drawn from generat
   its shape and a random subset of its attributes, inside a random prompt template;
 * ``stuff``: a crop that is >= 90 % one background class, with that class in a template.
 
-Object and stuff views give the patch tokens local supervision, which is what training-free dense
-modes read out. Several views in a batch may share a sentence, so the InfoNCE targets are soft:
-uniform over every item whose sentence is identical (no false negatives).
+Training has two phases: ``total_steps`` of plain CLIP training, then ``finetune_steps`` at a
+lower learning rate where each image embedding is the mean of a random quarter of its patch
+tokens (:meth:`TinyClipTrainer.subset_embedding`).
+
+The contrastive targets come from labels, not from sentence identity: a sentence is a positive
+of every view it correctly describes (:func:`positives`).
+
+Why the patch tokens localise: the shipped architecture (``densekit-shapes-tiny``) pools its image
+tower by averaging the patch tokens (open_clip ``pool_type='avg'``), so the image embedding is
+the mean of the patch embeddings and each patch is trained, in the joint space, towards the text
+of what the view shows, as in class activation maps (Zhou et al., CVPR 2016). Object and stuff
+views then teach the patches their local class. With class-token pooling the same recipe gave
+dense maps at about half the background IoU (docs/model_card_shapes_tiny.md).
 """
 import math
 from typing import Dict, List, Optional, Sequence
@@ -49,13 +59,12 @@ def generate_pool(num_images: int, seed: int, min_size: int = 96, max_size: int 
     return pool
 
 
-def _phrase(rng, obj: dict) -> str:
+def _phrase(rng, obj: dict):
+    """A phrase naming ``obj``'s shape and, sparingly, some of its attributes (a batch must be
+    solved by shape, not by colour alone), and the attribute keys it mentions."""
     a = obj['attributes']
-    # Attributes are named sparingly: a batch must be solved by shape, not by colour alone.
-    words = [a['size']] if rng.random() < 0.2 else []
-    words += [a['colour']] if rng.random() < 0.3 else []
-    words += [a['pattern']] if rng.random() < 0.2 else []
-    return ' '.join(words + [obj['category']])
+    keys = [k for k, p in (('size', 0.2), ('colour', 0.3), ('pattern', 0.2)) if rng.random() < p]
+    return ' '.join([a[k] for k in keys] + [obj['category']]), keys
 
 
 def _template(rng) -> str:
@@ -72,14 +81,21 @@ def _square_crop(img, cx, cy, side):
 
 
 def make_view(rng: np.random.Generator, sample: dict, size: int):
-    """One (image ``uint8 [size, size, 3]``, sentence) pair from a rendered scene."""
+    """One view of a rendered scene: ``(image uint8 [size, size, 3], sentence, facts, claims)``.
+
+    ``facts`` is what is true of the image and ``claims`` what the sentence says, both as sets
+    of ``(key, value)``; a sentence fits every view whose facts include its claims (the
+    contrastive targets, :func:`positives`)."""
     kind = rng.choice(list(VIEW_PROBS), p=list(VIEW_PROBS.values()))
     img = sample['image']
     if kind == 'object' and sample['objects']:
         obj = sample['objects'][rng.integers(len(sample['objects']))]
         x, y, bw, bh = obj['bbox']
         crop, _ = _square_crop(img, x + bw / 2, y + bh / 2, max(bw, bh) * rng.uniform(1.15, 1.7))
-        text = _template(rng).format(_phrase(rng, obj))
+        phrase, keys = _phrase(rng, obj)
+        text = _template(rng).format(phrase)
+        facts = {('shape', obj['category'])} | set(obj['attributes'].items())
+        claims = {('shape', obj['category'])} | {(k, obj['attributes'][k]) for k in keys}
     elif kind == 'stuff':
         crop, text = None, None
         lab = sample['label_map']
@@ -95,16 +111,28 @@ def make_view(rng: np.random.Generator, sample: dict, size: int):
             if (patch == idx).mean() >= 0.9:
                 crop = img[y0:y0 + s, x0:x0 + s]
                 text = _template(rng).format(name)
+                facts = claims = {('stuff', name)}
                 break
         if crop is None:
             kind = 'scene'
     if kind == 'scene' or (kind == 'object' and not sample['objects']):
         crop = img
         text = sample['captions'][rng.integers(len(sample['captions']))]
+        facts = claims = {('caption', text)}
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     return cv2.resize(np.ascontiguousarray(crop), (size, size),
-                      interpolation=cv2.INTER_AREA), text
+                      interpolation=cv2.INTER_AREA), text, frozenset(facts), frozenset(claims)
+
+
+def positives(facts: Sequence[frozenset], claims: Sequence[frozenset]) -> torch.Tensor:
+    """``[B_img, B_txt]`` bool: sentence j fits image i when i's facts include j's claims.
+
+    The sentences are generated from labels, so this is exact: "a photo of a star" fits every
+    star, "a drawing of a red star" every red star. Plain InfoNCE (or targets shared only by
+    identical sentences) would call two wordings of one claim negatives of each other: targets
+    no image can meet."""
+    return torch.tensor([[c <= f for c in claims] for f in facts])
 
 
 def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -112,16 +140,19 @@ def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
 
 
-def soft_clip_loss(image_emb, text_emb, logit_scale, texts: Sequence[str]) -> torch.Tensor:
-    """Symmetric InfoNCE with targets spread over items that share the same sentence."""
+def soft_clip_loss(image_emb, text_emb, logit_scale, pos: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of CLIP embeddings; ``pos [B_img, B_txt]`` marks every fitting pair."""
     image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
-    logits = logit_scale * image_emb @ text_emb.t()
-    ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    key = torch.tensor([ids[t] for t in texts])
-    target = (key[:, None] == key[None]).float()
-    target = target / target.sum(1, keepdim=True)
-    return 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
-                  + torch.sum(-target * logits.t().log_softmax(1), 1).mean())
+    return soft_info_nce(logit_scale * image_emb @ text_emb.t(), pos)
+
+
+def soft_info_nce(logits, pos: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy of image-text ``logits [B, B]``; each row's (column's) target is
+    uniform over its positives ``pos [B, B]`` (the diagonal must be positive)."""
+    target = pos.float()
+    return 0.5 * (torch.sum(-target / target.sum(1, keepdim=True) * logits.log_softmax(1), 1).mean()
+                  + torch.sum(-target.t() / target.t().sum(1, keepdim=True)
+                              * logits.t().log_softmax(1), 1).mean())
 
 
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
@@ -135,10 +166,13 @@ class TinyClipTrainer:
 
     def __init__(self, model, tokenizer, pool: List[dict], batch_size: int = 128,
                  lr: float = 1e-3, weight_decay: float = 0.1, total_steps: int = 1500,
-                 warmup: int = 100, seed: int = 0, image_size: int = 64):
+                 warmup: int = 100, seed: int = 0, image_size: int = 64,
+                 finetune_steps: int = 0, finetune_lr: float = 3e-4, finetune_keep: float = 0.25):
         self.model, self.tokenizer, self.pool = model, tokenizer, pool
         self.batch_size, self.base_lr, self.total, self.warmup = batch_size, lr, total_steps, warmup
         self.image_size = image_size
+        self.finetune_steps, self.finetune_lr, self.finetune_keep = \
+            finetune_steps, finetune_lr, finetune_keep
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
         other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and
                                                                   'embedding' not in n)]
@@ -153,19 +187,24 @@ class TinyClipTrainer:
         rng = np.random.default_rng([self.seed, self.step_idx])
         views = [make_view(rng, self.pool[rng.integers(len(self.pool))], self.image_size)
                  for _ in range(self.batch_size)]
-        images, texts = zip(*views)
-        return to_tensor(images), list(texts)
+        images, texts, facts, claims = zip(*views)
+        return to_tensor(images), list(texts), positives(facts, claims)
 
     def step(self) -> float:
         self.model.train()
-        images, texts = self.batch()
+        images, texts, pos = self.batch()
         tokens = self.tokenizer(texts)
         self.seen_tokens[tokens.flatten()] = True
+        finetune = self.step_idx >= self.total
+        lr = (lr_at(self.step_idx - self.total, self.finetune_steps, self.finetune_lr, 20)
+              if finetune else lr_at(self.step_idx, self.total, self.base_lr, self.warmup))
         for g in self.opt.param_groups:
-            g['lr'] = lr_at(self.step_idx, self.total, self.base_lr, self.warmup)
-        img = self.model.encode_image(images)
+            g['lr'] = lr
+        gen = torch.Generator().manual_seed(self.seed * 100003 + self.step_idx)
+        img = (self.subset_embedding(images, self.finetune_keep, gen) if finetune
+               else self.model.encode_image(images))
         txt = self.model.encode_text(tokens)
-        loss = soft_clip_loss(img, txt, self.model.logit_scale.exp(), texts)
+        loss = soft_clip_loss(img, txt, self.model.logit_scale.exp(), pos)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -174,6 +213,24 @@ class TinyClipTrainer:
             self.model.logit_scale.clamp_(0, math.log(100))
         self.step_idx += 1
         return float(loss.detach())
+
+    @property
+    def num_steps(self) -> int:
+        return self.total + self.finetune_steps
+
+    def subset_embedding(self, images, keep: float, generator=None):
+        """Image embeddings ``[B, D]`` pooled over a random ``keep`` share of each image's patch
+        tokens (the fine-tuning phase). Any subset of an object's patches must then name it,
+        so the name is carried by every patch, not by a few high-norm ones: on object crops it
+        doubles the share of object patches whose own embedding names the shape
+        (docs/model_card_shapes_tiny.md)."""
+        v = self.model.visual
+        _, tokens = v._pool(v.transformer(v._embeds(images)))         # [B, P, C] after ln_post
+        b, p, c = tokens.shape
+        k = max(1, int(round(keep * p)))
+        idx = torch.rand(b, p, generator=generator).argsort(1)[:, :k]
+        sub = torch.gather(tokens, 1, idx[..., None].expand(-1, -1, c)).mean(1)
+        return sub @ v.proj if v.proj is not None else sub
 
     def state_dict(self) -> Dict:
         return dict(model=self.model.state_dict(), optimizer=self.opt.state_dict(),

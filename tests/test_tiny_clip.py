@@ -184,3 +184,20 @@ def test_finetune_phase_pools_a_subset_of_patches():
     assert trainer.step_idx == 4
     # phase 2 restarts its own warm-up from finetune_lr, below the main phase's base lr
     assert lrs[2] <= 1e-4 < lrs[0]
+
+
+def test_eval_zero_shot_cls_reports_patch_accuracy(tmp_path, capsys):
+    import json
+    from densekit.datasets.shapes import generate_split
+    from helpers import load_tool
+    generate_split(str(tmp_path), 'val', 3, seed=5, min_size=96, max_size=128)
+    tool = load_tool('eval_zero_shot_cls')
+    assert tool.main(['--data', str(tmp_path), '--split', 'val']) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ann = json.loads((tmp_path / 'annotations' / 'instances_val.json').read_text())
+    assert res['objects'] == len(ann['annotations']) and res['images'] == 3
+    assert res['dense_mode'] == 'vanilla' and res['object_patches'] > res['objects']
+    assert 0 <= res['patch_top1'] <= 100 and 0 <= res['shape_top1'] <= 100
+    assert tool.main(['--data', str(tmp_path), '--split', 'val', '--dense-mode', 'none']) == 0
+    res2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 'patch_top1' not in res2 and res2['shape_top1'] == res['shape_top1']

@@ -120,9 +120,10 @@ def test_trainer_cli_end_to_end_with_interruption(tmp_path, capsys):
     common = ['--arch', 'densekit-tiny-vit', '--out', str(out), '--work-dir', str(wd),
               '--batch-size', '8', '--pool-size', '6', '--save-every', '2', '--threads', '1',
               '--no-progress']
-    assert tool.main(common + ['--steps', '2']) == 0
+    assert tool.main(common + ['--steps', '2', '--finetune-steps', '0']) == 0
     out.unlink()                                  # as if the run had stopped after step 2
-    assert tool.main(common + ['--steps', '4', '--resume']) == 0
+    # resume into the fine-tuning phase (steps 3-4)
+    assert tool.main(common + ['--steps', '2', '--finetune-steps', '2', '--resume']) == 0
     assert 'resumed at step 2' in capsys.readouterr().out
     steps = [int(ln.split('"step": ')[1].split(',')[0])
              for ln in (wd / 'log.jsonl').read_text().splitlines()]

@@ -116,3 +116,13 @@ def test_unknown_proposals_name():
     from densekit.apis import segmentor_config
     with pytest.raises(ValueError, match="unknown proposals 'sam'"):
         segmentor_config(proposals='sam')
+
+
+def test_dense_mode_defaults_follow_the_model():
+    from densekit.apis.inference import segmentor_config
+    tiny = segmentor_config('shapes-tiny')
+    assert tiny.model.backbone.dense_mode == 'vanilla'      # mean-pooled tower: plain patches
+    assert tiny.model.test_cfg.crop_size == (64, 64)
+    real = segmentor_config('ViT-B-16', pretrained='openai')
+    assert real.model.backbone.dense_mode == 'naclip' and real.model.test_cfg.crop_size == (224, 224)
+    assert segmentor_config('shapes-tiny', dense_mode='sclip').model.backbone.dense_mode == 'sclip'

@@ -29,8 +29,9 @@ def add_model_args(parser: argparse.ArgumentParser):
     g = parser.add_argument_group('model')
     g.add_argument('--config', help='an mmseg config file (overrides the model flags below)')
     add_clip_args(g)
-    g.add_argument('--mode', default='naclip',
-                   help='dense attention mode: vanilla, maskclip, sclip, clearclip, naclip')
+    g.add_argument('--mode', default=None,
+                   help='dense attention mode: vanilla, maskclip, sclip, clearclip, naclip '
+                        '(default: vanilla for the embedded shapes-tiny, naclip otherwise)')
     g.add_argument('--templates', default='imagenet80', help='imagenet80, short7, single')
     g.add_argument('--short-side', type=int, help='resize the short side to this (px)')
     g.add_argument('--whole', action='store_true', help='whole-image instead of slide inference')

@@ -16,7 +16,8 @@ MODELS = Registry(
     locations=['densekit.clip', 'densekit.segmentors', 'densekit.heads', 'densekit.proposals',
                'densekit.cams'])
 
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='densekit', locations=['densekit.engine', 'densekit.detectors'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='densekit',
+                 locations=['densekit.engine', 'densekit.evaluation', 'densekit.detectors'])
 
 # Dense attention modes for the last ViT block: name -> pure function (see clip/attention.py).
 DENSE_MODES = Registry('dense attention mode', scope='densekit')

@@ -3,7 +3,7 @@
 model = dict(
     type='OpenVocabSegmentor',
     clip=dict(model='shapes-tiny'),
-    backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='naclip'),
+    backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla'),  # its best mode
     text_encoder=dict(templates='imagenet80'),
     vocabulary=None,        # None: the dataset's classes (VocabularyFromDatasetHook)
     logit_scale=40.0,

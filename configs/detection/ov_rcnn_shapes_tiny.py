@@ -57,9 +57,9 @@ model = dict(
             ensemble=True, alpha=0.35, beta=0.65),   # F-VLM's base / novel CLIP weights
         attribute_head=dict(type='AttributeHead', in_channels=channels, roi_feat_size=7,
                             fc_channels=256, dense_weight=0.5),
-        # training-free score: RoI-pooled dense map; the embedded tiny CLIP's patch tokens are
-        # not text-aligned, so clip_source='crop' (encode box crops) is far better for it
-        # (docs/detection.md: novel AP 0.030 dense, 0.057 none, 0.120 crop)
+        # training-free score: RoI-pooled dense map; the embedded tiny CLIP's RoI-pooled patch
+        # tokens name shapes poorly, so clip_source='crop' (encode box crops) is far better for it
+        # (docs/detection.md: novel AP 0.034 dense, 0.052 none, 0.230 crop)
         clip_source='dense',
         dense_roi=dict(output_size=7, sampling_ratio=2)),
     text_encoder=dict(templates='imagenet80'),
@@ -122,8 +122,8 @@ val_evaluator = [
     dict(type='AttributeMetric', attributes=shapes_attributes)]
 test_evaluator = val_evaluator
 
-# 600 iterations x 4 images (6 epochs of the 400 training images): ~9 minutes on 2 busy CPU
-# cores (the CLIP is frozen; only the neck, RPN and RoI heads train).
+# 600 iterations x 4 images (6 epochs of the 400 training images): ~7 CPU-minutes (one thread,
+# see docs/detection.md; the CLIP is frozen, only the neck, RPN and RoI heads train).
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=600, val_interval=600)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

@@ -15,7 +15,8 @@
 # Scale: shapes-tiny was trained on 64 px views in which an object fills most of the view, so
 # images are resized to a short side of 112 px (objects ~20-65 px) and the model sees 64 px crops,
 # its native 8x8 patch grid (no positional-embedding interpolation); test slides 64 px windows.
-# At a 224 px short side with 128 px crops the results were the same for 2.6x the compute.
+# With the first shapes-tiny, a 224 px short side with 128 px crops gave the same results for 2.6x
+# the compute (not re-measured with v2).
 _base_ = ['../_base_/datasets/shapes_seg.py', '../_base_/default_runtime.py']
 custom_imports = dict(imports=['densekit', 'densekit.evaluation'], allow_failed_imports=False)
 

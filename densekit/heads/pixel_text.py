@@ -98,8 +98,9 @@ class PixelTextHead(BaseDecodeHead):
         tau: temperature of the score maps in the auxiliary loss (DenseCLIP: 0.07, fixed).
         logit_tau: initial temperature of the classifier, ``cos(pixel, text) / logit_tau``;
             ``learn_logit_tau`` learns it as CLIP learns its logit scale (``log(1 / tau)``,
-            clamped at 100). Learning it matters when class names are close in the text space
-            (a fixed 0.07 caps the logit gap of two names with cosine 0.95 at 0.7).
+            clamped at 100). Learning it matters when class names are close in the text space:
+            with a fixed 0.07, a pixel embedding equal to one name's text embedding is only
+            ``(1 - c) / 0.07`` logits ahead of a name at cosine ``c`` (1.4 at ``c = 0.9``).
         dense_residual: add the normalised CLIP dense embeddings to the decoder's pixel
             embeddings, so an untrained decoder predicts what the training-free head does.
         prompt: a prompt learner config, e.g. ``dict(type='LearnableContext', n_ctx=8)``

@@ -202,3 +202,8 @@ def test_eval_zero_shot_cls_reports_patch_accuracy(tmp_path, capsys):
     assert tool.main(['--data', str(tmp_path), '--split', 'val', '--dense-mode', 'none']) == 0
     res2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 'patch_top1' not in res2 and res2['shape_top1'] == res['shape_top1']
+    assert res['context'] == 1.5 and res['offset'] == 0.0
+    # an off-centre crop sees less of the object: fewer object patches
+    assert tool.main(['--data', str(tmp_path), '--split', 'val', '--offset', '0.3']) == 0
+    res3 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res3['offset'] == 0.3 and res3['object_patches'] < res['object_patches']

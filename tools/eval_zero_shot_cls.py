@@ -2,7 +2,9 @@
 
     python tools/eval_zero_shot_cls.py --data data/shapes --split val [--model shapes-tiny]
 
-For every annotated object: a square crop (1.5x its box, clamped to the image) resized to the
+For every annotated object: a square crop (``--context`` x its box, default 1.5, clamped to the
+image; ``--offset f`` moves the crop's centre by ``f`` x its side right and down, so the object
+sits off-centre as in a sliding window) resized to the
 model's input size, classified among the 8 shape classes (imagenet80 templates); and for each
 image, its whole view classified among the 5 stuff classes against the largest stuff class.
 With ``--dense-mode`` (default ``vanilla``) it also reports ``patch_top1``: on the same crops,
@@ -29,9 +31,14 @@ def main(argv=None) -> int:
     p.add_argument('--pretrained')
     p.add_argument('--checkpoint')
     p.add_argument('--templates', default='imagenet80')
+    p.add_argument('--context', type=float, default=1.5, help='crop side / object box side')
+    p.add_argument('--offset', type=float, default=0.0,
+                   help='shift of the crop centre, as a share of its side (0 = centred)')
     p.add_argument('--dense-mode', default='vanilla',
                    help="dense mode for patch_top1 ('none' to skip)")
     args = p.parse_args(argv)
+    if args.context <= 0:
+        p.error('--context must be > 0')
 
     from densekit.clip import CLIPTextEncoder, build_clip
     from densekit.clip.tiny_training import to_tensor
@@ -62,9 +69,10 @@ def main(argv=None) -> int:
             crops, labels, masks = [], [], []
             for a in by_image.get(im['id'], []):
                 x, y, bw, bh = a['bbox']
-                side = int(min(max(bw, bh) * 1.5, h, w))
-                x0 = int(np.clip(x + bw / 2 - side / 2, 0, w - side))
-                y0 = int(np.clip(y + bh / 2 - side / 2, 0, h - side))
+                side = max(1, int(min(max(bw, bh) * args.context, h, w)))
+                cx, cy = x + bw / 2 + args.offset * side, y + bh / 2 + args.offset * side
+                x0 = int(np.clip(cx - side / 2, 0, w - side))
+                y0 = int(np.clip(cy - side / 2, 0, h - side))
                 crops.append(cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size),
                                         interpolation=cv2.INTER_AREA))
                 masks.append(rle_to_mask(a['segmentation'])[y0:y0 + side, x0:x0 + side])
@@ -94,6 +102,7 @@ def main(argv=None) -> int:
             stuff_ok += int((emb @ stuff.t()).argmax(1).item() == int(counts.argmax()))
             stuff_n += 1
     print(json.dumps(dict(model=args.model, split=args.split, objects=thing_n,
+                          context=args.context, offset=args.offset,
                           shape_top1=round(100 * thing_ok / max(thing_n, 1), 2),
                           **({} if dense is None else dict(
                               dense_mode=args.dense_mode, object_patches=patch_n,

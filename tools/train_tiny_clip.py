@@ -1,6 +1,6 @@
 """Train the embedded default: a tiny CLIP on the Shapes world, on the CPU.
 
-    python tools/train_tiny_clip.py                       # ~15 min on 2 cores
+    python tools/train_tiny_clip.py                       # ~19 min on 2 cores
     python tools/train_tiny_clip.py --resume              # continue an interrupted run
     python tools/train_tiny_clip.py --force --out my.safetensors --steps 300
 

@@ -207,3 +207,32 @@ def test_eval_zero_shot_cls_reports_patch_accuracy(tmp_path, capsys):
     assert tool.main(['--data', str(tmp_path), '--split', 'val', '--offset', '0.3']) == 0
     res3 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res3['offset'] == 0.3 and res3['object_patches'] < res['object_patches']
+
+
+def test_object_views_can_move_off_centre_but_keep_the_object(monkeypatch):
+    import numpy as np
+    from densekit.clip import tiny_training as tt
+    from densekit.datasets.shapes import CLASSES
+    monkeypatch.setattr(tt, 'VIEW_PROBS', {'scene': 0.0, 'object': 1.0, 'stuff': 0.0})
+    pool = tt.generate_pool(6, seed=4, min_size=128, max_size=160, max_objects=1)
+    pool = [p for p in pool if p['objects']]
+    for p in pool:   # the image shows only where the object is
+        idx = CLASSES.index(p['objects'][0]['category'])
+        p['image'] = np.repeat(((p['label_map'] == idx) * 255).astype(np.uint8)[..., None], 3, 2)
+    centred, moved = [], []
+    for i in range(24):
+        sample = pool[i % len(pool)]
+        a = tt.make_view(np.random.default_rng(i), sample, 32)
+        b = tt.make_view(np.random.default_rng(i), sample, 32, (1.0, 1.3), 0.45)
+        assert b[0].max() > 0                  # the named object is still in the view
+        shape = ('shape', sample['objects'][0]['category'])
+        assert shape in a[3] and shape in b[3]
+        centred.append(a[0][..., 0] > 0)
+        moved.append(b[0][..., 0] > 0)
+
+    def centre_of_mass(m):
+        ys, xs = np.nonzero(m)
+        return np.hypot(ys.mean() - 15.5, xs.mean() - 15.5)
+    # moved views put the object further from the centre on average
+    assert np.mean([centre_of_mass(m) for m in moved]) > \
+        np.mean([centre_of_mass(m) for m in centred]) + 1.0

@@ -29,6 +29,10 @@ def parse_args(argv=None):
     p.add_argument('--finetune-lr', type=float, default=3e-4)
     p.add_argument('--finetune-keep', type=float, default=0.25,
                    help='share of patch tokens pooled in the second phase')
+    p.add_argument('--object-context', type=float, nargs=2, default=(1.15, 1.7),
+                   metavar=('LO', 'HI'), help='object views: crop side / box side, uniform')
+    p.add_argument('--object-offset', type=float, default=0.0,
+                   help='object views: max shift of the crop centre, share of its side')
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--pool-size', type=int, default=3000, help='scenes rendered for training')
@@ -51,6 +55,11 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1 or args.finetune_steps < 0:
         print('error: --steps and --pool-size must be >= 1, --batch-size >= 2 and '
               '--finetune-steps >= 0', file=sys.stderr)
+        return 2
+    lo, hi = args.object_context
+    if not 0 < lo <= hi or not 0 <= args.object_offset < 0.5:
+        print('error: --object-context needs 0 < LO <= HI and --object-offset must be in '
+              '[0, 0.5)', file=sys.stderr)
         return 2
     if not 0 < args.finetune_keep <= 1:
         print('error: --finetune-keep must be in (0, 1]', file=sys.stderr)
@@ -76,7 +85,9 @@ def main(argv=None) -> int:
     trainer = TinyClipTrainer(model, tokenizer, pool, batch_size=args.batch_size, lr=args.lr,
                               total_steps=args.steps, seed=args.seed,
                               finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr,
-                              finetune_keep=args.finetune_keep)
+                              finetune_keep=args.finetune_keep,
+                              object_context=args.object_context,
+                              object_offset=args.object_offset)
     if args.resume:
         trainer.load_state_dict(torch.load(last, map_location='cpu', weights_only=True))
         print(f'resumed at step {trainer.step_idx}')

@@ -80,18 +80,24 @@ def _square_crop(img, cx, cy, side):
     return img[y0:y0 + side, x0:x0 + side], (x0, y0, side)
 
 
-def make_view(rng: np.random.Generator, sample: dict, size: int):
+def make_view(rng: np.random.Generator, sample: dict, size: int,
+              object_context=(1.15, 1.7), object_offset: float = 0.0):
     """One view of a rendered scene: ``(image uint8 [size, size, 3], sentence, facts, claims)``.
 
     ``facts`` is what is true of the image and ``claims`` what the sentence says, both as sets
     of ``(key, value)``; a sentence fits every view whose facts include its claims (the
-    contrastive targets, :func:`positives`)."""
+    contrastive targets, :func:`positives`). Object views are squares of ``object_context``
+    (uniform range) x the object's box, centred on it, or moved by up to ``object_offset`` x
+    their side in each direction."""
     kind = rng.choice(list(VIEW_PROBS), p=list(VIEW_PROBS.values()))
     img = sample['image']
     if kind == 'object' and sample['objects']:
         obj = sample['objects'][rng.integers(len(sample['objects']))]
         x, y, bw, bh = obj['bbox']
-        crop, _ = _square_crop(img, x + bw / 2, y + bh / 2, max(bw, bh) * rng.uniform(1.15, 1.7))
+        side = max(bw, bh) * rng.uniform(*object_context)
+        dx, dy = (rng.uniform(-object_offset, object_offset, size=2) * side if object_offset
+                  else (0.0, 0.0))
+        crop, _ = _square_crop(img, x + bw / 2 + dx, y + bh / 2 + dy, side)
         phrase, keys = _phrase(rng, obj)
         text = _template(rng).format(phrase)
         facts = {('shape', obj['category'])} | set(obj['attributes'].items())
@@ -167,10 +173,12 @@ class TinyClipTrainer:
     def __init__(self, model, tokenizer, pool: List[dict], batch_size: int = 128,
                  lr: float = 1e-3, weight_decay: float = 0.1, total_steps: int = 1500,
                  warmup: int = 100, seed: int = 0, image_size: int = 64,
-                 finetune_steps: int = 0, finetune_lr: float = 3e-4, finetune_keep: float = 0.25):
+                 finetune_steps: int = 0, finetune_lr: float = 3e-4, finetune_keep: float = 0.25,
+                 object_context=(1.15, 1.7), object_offset: float = 0.0):
         self.model, self.tokenizer, self.pool = model, tokenizer, pool
         self.batch_size, self.base_lr, self.total, self.warmup = batch_size, lr, total_steps, warmup
         self.image_size = image_size
+        self.object_context, self.object_offset = tuple(object_context), object_offset
         self.finetune_steps, self.finetune_lr, self.finetune_keep = \
             finetune_steps, finetune_lr, finetune_keep
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
@@ -185,7 +193,8 @@ class TinyClipTrainer:
 
     def batch(self):
         rng = np.random.default_rng([self.seed, self.step_idx])
-        views = [make_view(rng, self.pool[rng.integers(len(self.pool))], self.image_size)
+        views = [make_view(rng, self.pool[rng.integers(len(self.pool))], self.image_size,
+                           self.object_context, self.object_offset)
                  for _ in range(self.batch_size)]
         images, texts, facts, claims = zip(*views)
         return to_tensor(images), list(texts), positives(facts, claims)

@@ -78,13 +78,16 @@ def main(argv=None) -> int:
                 masks.append(rle_to_mask(a['segmentation'])[y0:y0 + side, x0:x0 + side])
                 labels.append(THING_CLASSES.index(CLASSES[a['category_id']]))
             if crops:
-                emb = torch.nn.functional.normalize(clip.encode_image(to_tensor(crops)), dim=-1)
+                x_crops = to_tensor(crops)
+                # one tower pass gives both the global embedding (= encode_image) and the map
+                out = dense.forward_dense(x_crops) if dense is not None else None
+                emb = torch.nn.functional.normalize(
+                    out['global_embed'] if out is not None else clip.encode_image(x_crops), dim=-1)
                 pred = (emb @ things.t()).argmax(1)
                 thing_ok += int((pred == torch.tensor(labels)).sum())
                 thing_n += len(labels)
                 if dense is not None:
-                    maps = torch.nn.functional.normalize(
-                        dense.forward_dense(to_tensor(crops))['dense'], dim=1)
+                    maps = torch.nn.functional.normalize(out['dense'], dim=1)
                     grid = maps.shape[-2:]
                     pred = torch.einsum('bdhw,kd->bkhw', maps, things).argmax(1)   # [B, h, w]
                     for m, p_, lab_ in zip(masks, pred, labels):

@@ -209,9 +209,11 @@ class TinyClipTrainer:
               if finetune else lr_at(self.step_idx, self.total, self.base_lr, self.warmup))
         for g in self.opt.param_groups:
             g['lr'] = lr
-        gen = torch.Generator().manual_seed(self.seed * 100003 + self.step_idx)
-        img = (self.subset_embedding(images, self.finetune_keep, gen) if finetune
-               else self.model.encode_image(images))
+        if finetune:
+            gen = torch.Generator().manual_seed(self.seed * 100003 + self.step_idx)
+            img = self.subset_embedding(images, self.finetune_keep, gen)
+        else:
+            img = self.model.encode_image(images)
         txt = self.model.encode_text(tokens)
         loss = soft_clip_loss(img, txt, self.model.logit_scale.exp(), pos)
         self.opt.zero_grad(set_to_none=True)

@@ -32,8 +32,6 @@ def main(argv=None) -> int:
     # Felzenszwalb + CLIP 41.9 mIoU on Shapes val, its best dense map 36.9).
     p.set_defaults(proposals='felzenszwalb')
     args = p.parse_args(argv)
-    if args.proposals != 'none' and args.mode is None and args.config is None:
-        args.mode = 'clearclip'   # the dense embeddings configs/proposals/*_shapes_tiny.py pool
     try:
         model = build_from_args(args, load_vocabulary_arg(args.vocab))
         report = run_images(model, [args.image], args.out, progress=False)

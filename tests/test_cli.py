@@ -126,3 +126,7 @@ def test_dense_mode_defaults_follow_the_model():
     real = segmentor_config('ViT-B-16', pretrained='openai')
     assert real.model.backbone.dense_mode == 'naclip' and real.model.test_cfg.crop_size == (224, 224)
     assert segmentor_config('shapes-tiny', dense_mode='sclip').model.backbone.dense_mode == 'sclip'
+    # under proposals: the dense embeddings the proposal configs pool
+    fz = segmentor_config('shapes-tiny', proposals='felzenszwalb')
+    assert fz.model.type == 'ProposalSegmentor' and fz.model.backbone.dense_mode == 'clearclip'
+    assert segmentor_config('ViT-B-16', proposals='slic').model.backbone.dense_mode == 'naclip'

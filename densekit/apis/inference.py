@@ -16,11 +16,14 @@ from ..utils.io import read_image
 
 # Inference protocol of the training-free papers (SCLIP / NACLIP): short side 336,
 # 224 crops with stride 112, logit scale 40.
-DEFAULTS = dict(short_side=336, crop=224, stride=112, logit_scale=40.0, dense_mode='naclip')
+DEFAULTS = dict(short_side=336, crop=224, stride=112, logit_scale=40.0, dense_mode='naclip',
+                proposal_dense_mode='naclip')
 # The embedded default was trained on 64 px views (docs/model_card_shapes_tiny.md): it slides
 # 64 px windows, as configs/_base_/models/zero_shot_shapes_tiny.py does. Its image tower is
-# mean-pooled, so its plain patch embeddings are its best dense map (docs/results.md).
-MODEL_DEFAULTS = {'shapes-tiny': dict(short_side=224, crop=64, stride=32, dense_mode='vanilla')}
+# mean-pooled, so its plain patch embeddings are its best dense map; proposals pool ClearCLIP
+# embeddings, as configs/proposals/*_shapes_tiny.py do (docs/results.md).
+MODEL_DEFAULTS = {'shapes-tiny': dict(short_side=224, crop=64, stride=32, dense_mode='vanilla',
+                                      proposal_dense_mode='clearclip')}
 
 
 # Weight-free proposers with the settings of configs/proposals/*_shapes_tiny.py.
@@ -41,10 +44,10 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
     """An mmseg config (model + test pipeline) for an OpenVocabSegmentor, or, with
     ``proposals='slic'`` / ``'felzenszwalb'``, a ProposalSegmentor that names superpixels
     (docs/proposals.md). ``None`` settings take the model's defaults (``MODEL_DEFAULTS``: the
-    embedded shapes-tiny uses vanilla dense maps, 64 px windows on a 224 px short side; other
-    CLIPs naclip, 224 px windows on 336)."""
+    embedded shapes-tiny uses vanilla dense maps, clearclip under proposals, 64 px windows on a
+    224 px short side; other CLIPs naclip, 224 px windows on 336)."""
     d = dict(DEFAULTS, **MODEL_DEFAULTS.get(model, {}))
-    dense_mode = dense_mode or d['dense_mode']
+    dense_mode = dense_mode or d['dense_mode' if proposals is None else 'proposal_dense_mode']
     short_side = short_side or d['short_side']
     crop, stride = crop or d['crop'], stride or d['stride']
     test_cfg = (dict(mode='slide', crop_size=(crop, crop), stride=(stride, stride))

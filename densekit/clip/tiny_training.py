@@ -131,6 +131,18 @@ def make_view(rng: np.random.Generator, sample: dict, size: int,
                       interpolation=cv2.INTER_AREA), text, frozenset(facts), frozenset(claims)
 
 
+def drop_position_embedding(model) -> None:
+    """Zero and freeze the image tower's position embeddings (before the optimizer is built).
+
+    Without them the tower is translation-equivariant: a patch can only name its object by what
+    the object looks like, not by where it sits in the view, which is what a sliding window over
+    a scene asks of it. The zeros are saved with the weights, so the model loads as usual."""
+    pe = model.visual.positional_embedding
+    with torch.no_grad():
+        pe.zero_()
+    pe.requires_grad_(False)
+
+
 def positives(facts: Sequence[frozenset], claims: Sequence[frozenset]) -> torch.Tensor:
     """``[B_img, B_txt]`` bool: sentence j fits image i when i's facts include j's claims.
 

@@ -2,7 +2,7 @@
 
 Data flow (one image)::
 
-    image [3,H,W] ─► proposer (SAM / superpixels) ─► masks [N,H,W]
+    image [3,H,W] ─► proposer (SAM / superpixels / dense-map regions) ─► masks [N,H,W]
                   ─► classifier (dense mask pooling / masked crops / their ensemble) ─► [N,K]
                   ─► "none of these": masks whose best probability < none_thd get none_label
                   ─► each pixel takes the covering mask of highest score (its class and scores)
@@ -116,16 +116,32 @@ class ProposalSegmentor(OpenVocabSegmentor):
             return self.text_encoder(self.vocabulary)      # cached since set_vocabulary
         return TextEmbeddings(embeds, self.query_class, self.vocabulary)
 
+    def dense_sample(self, inputs: torch.Tensor, meta: dict) -> SegDataSample:
+        """:class:`OpenVocabSegmentor`'s own dense prediction of one (padded) image, at
+        ``meta['ori_shape']`` (slide / whole, resize, refinement, thresholds)."""
+        return super().postprocess_result(self.inference(inputs, [meta]),
+                                          [SegDataSample(metainfo=meta)], inputs, [meta])[0]
+
     @torch.no_grad()
-    def classify_proposals(self, inputs: torch.Tensor, proposals: Optional[Proposals] = None):
+    def classify_proposals(self, inputs: torch.Tensor, proposals: Optional[Proposals] = None,
+                           prediction: Optional[torch.Tensor] = None):
         """``inputs [1, 3, H, W]`` (normalised, unpadded) -> ``(proposals, probs [N, K])``.
 
         ``proposals`` defaults to the proposer's on this image (the interactive demo passes
-        prompted ones)."""
+        prompted ones). A proposer that reads the dense prediction (``needs_prediction``, e.g.
+        :class:`~densekit.proposals.DenseRegionProposer`) gets ``prediction [H, W]`` (class
+        indices at the inputs' size), computed here when not given."""
         self._ensure_vocabulary()
         image = self.to_rgb(inputs)
         if proposals is None:
-            proposals = self.proposer(image.round().byte().permute(1, 2, 0).cpu().numpy())
+            extra = {}
+            if getattr(self.proposer, 'needs_prediction', False):
+                if prediction is None:
+                    meta = self.batch_metas(inputs)[0]
+                    prediction = self.dense_sample(inputs, meta).pred_sem_seg.data[0]
+                extra = dict(prediction=prediction.cpu(), class_names=self.vocabulary.names)
+            proposals = self.proposer(image.round().byte().permute(1, 2, 0).cpu().numpy(),
+                                      **extra)
         masks = proposals.masks.to(inputs.device)
         text = self.text_embeddings()
         if len(proposals) == 0:
@@ -166,20 +182,27 @@ class ProposalSegmentor(OpenVocabSegmentor):
         left, right, top, bottom = meta.get('img_padding_size', meta.get('padding_size',
                                                                           [0] * 4))
         x = inputs[:, :, top:h - bottom, left:w - right]
-        proposals, probs = self.classify_proposals(x)
+        flip_dim = 1 if meta.get('flip_direction') == 'horizontal' else 0
+        dense = prediction = None
+        if getattr(self.proposer, 'needs_prediction', False):
+            dense = self.dense_sample(inputs, meta)
+            # back to the (unflipped) inputs' frame, where the proposals live
+            prediction = F.interpolate(dense.pred_sem_seg.data[None].float(),
+                                       size=x.shape[-2:], mode='nearest')[0, 0].long()
+            if meta.get('flip'):
+                prediction = prediction.flip(dims=(flip_dim,))
+        proposals, probs = self.classify_proposals(x, prediction=prediction)
         labels = self.mask_labels(probs)
         owner = self.owner_map(proposals.masks.to(x.device),
                                probs.max(1)[0] if len(proposals) else probs.new_zeros(0))
         if meta.get('flip'):
-            owner = owner.flip(dims=(1 if meta.get('flip_direction') == 'horizontal' else 0,))
+            owner = owner.flip(dims=(flip_dim,))
         ori = tuple(meta.get('ori_shape', owner.shape))[:2]
         owner = F.interpolate(owner[None, None].float(), size=ori, mode='nearest')[0, 0].long()
         covered = owner >= 0
 
         if self.uncovered == 'dense' and not bool(covered.all()):
-            # OpenVocabSegmentor's own dense path (slide / whole, resize, refine, thresholds).
-            dense = super().postprocess_result(self.inference(inputs, [meta]),
-                                               [SegDataSample(metainfo=meta)], inputs, [meta])[0]
+            dense = dense if dense is not None else self.dense_sample(inputs, meta)
             scores, pred = dense.seg_logits.data, dense.pred_sem_seg.data
         else:
             scores = torch.zeros(self.num_classes, *ori, device=x.device)

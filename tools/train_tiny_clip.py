@@ -33,6 +33,8 @@ def parse_args(argv=None):
                    metavar=('LO', 'HI'), help='object views: crop side / box side, uniform')
     p.add_argument('--object-offset', type=float, default=0.0,
                    help='object views: max shift of the crop centre, share of its side')
+    p.add_argument('--no-pos-embed', action='store_true',
+                   help='image tower without position embeddings (zeroed and frozen)')
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--pool-size', type=int, default=3000, help='scenes rendered for training')
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from densekit.clip import build_clip, save_clip_checkpoint
-    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
+    from densekit.clip.tiny_training import (TinyClipTrainer, drop_position_embedding,
+                                             generate_pool)
     last = osp.join(args.work_dir, 'last.pth')
     if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1 or args.finetune_steps < 0:
         print('error: --steps and --pool-size must be >= 1, --batch-size >= 2 and '
@@ -80,6 +83,8 @@ def main(argv=None) -> int:
 
     import open_clip
     model = build_clip(args.arch)
+    if args.no_pos_embed:
+        drop_position_embedding(model)
     tokenizer = open_clip.get_tokenizer(args.arch)
     pool = generate_pool(args.pool_size, args.seed, progress=not args.no_progress)
     trainer = TinyClipTrainer(model, tokenizer, pool, batch_size=args.batch_size, lr=args.lr,

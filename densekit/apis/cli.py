@@ -41,9 +41,16 @@ def add_model_args(parser: argparse.ArgumentParser):
                    help='pixels with a lower best probability become unknown/background')
     g.add_argument('--bg-index', type=int, default=255,
                    help='label of low-confidence pixels (255 = unknown)')
-    g.add_argument('--refine', action='store_true', help='PAMR refinement')
-    g.add_argument('--proposals', choices=['none', 'slic', 'felzenszwalb'], default='none',
-                   help='name superpixels instead of pixels (ProposalSegmentor)')
+    g.add_argument('--refine', action=argparse.BooleanOptionalAction, default=None,
+                   help='PAMR refinement of the dense map (default: on for dense-regions '
+                        'proposals, off otherwise)')
+    g.add_argument('--proposals', choices=['none', 'slic', 'felzenszwalb', 'dense-regions'],
+                   default='none',
+                   help='name superpixels, or the dense map\'s regions, instead of pixels '
+                        '(ProposalSegmentor, docs/proposals.md)')
+    g.add_argument('--background', default=None,
+                   help='comma-separated classes that dense-regions never proposes (default: '
+                        'the Shapes background classes for shapes-tiny, none otherwise)')
     g.add_argument('--device', default='cpu')
 
 
@@ -58,7 +65,9 @@ def build_from_args(args, vocabulary):
         dense_mode=args.mode, templates=args.templates, vocabulary=vocabulary,
         short_side=args.short_side, slide=not args.whole, crop=args.crop, stride=args.stride,
         prob_thd=args.prob_thd, bg_index=args.bg_index, refine=args.refine, device=args.device,
-        proposals=None if args.proposals == 'none' else args.proposals)
+        proposals=None if args.proposals == 'none' else args.proposals,
+        background=None if args.background is None else
+        [n.strip() for n in args.background.split(',') if n.strip()])
 
 
 def expand_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:

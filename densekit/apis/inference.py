@@ -6,31 +6,46 @@
 >>> result.label.shape, result.classes[:2], result.summary()['classes'][0]
 """
 from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from mmengine.config import Config
 
+from ..datasets.shapes import STUFF_CLASSES
 from ..utils.io import read_image
 
 # Inference protocol of the training-free papers (SCLIP / NACLIP): short side 336,
 # 224 crops with stride 112, logit scale 40.
 DEFAULTS = dict(short_side=336, crop=224, stride=112, logit_scale=40.0, dense_mode='naclip',
-                proposal_dense_mode='naclip')
+                proposal_dense_mode='naclip', region_dense_mode='naclip', background=())
 # The embedded default was trained on 64 px views (docs/model_card_shapes_tiny.md): it slides
 # 64 px windows, as configs/_base_/models/zero_shot_shapes_tiny.py does. Its image tower is
-# mean-pooled, so its plain patch embeddings are its best dense map; proposals pool ClearCLIP
-# embeddings, as configs/proposals/*_shapes_tiny.py do (docs/results.md).
+# mean-pooled, so its plain patch embeddings are its best dense map; superpixel proposals pool
+# ClearCLIP embeddings and dense regions come from MaskCLIP maps, as
+# configs/proposals/*_shapes_tiny.py do (docs/results.md). Its dense regions leave out the Shapes
+# background classes (names absent from a vocabulary are ignored).
 MODEL_DEFAULTS = {'shapes-tiny': dict(short_side=224, crop=64, stride=32, dense_mode='vanilla',
-                                      proposal_dense_mode='clearclip')}
+                                      proposal_dense_mode='clearclip',
+                                      region_dense_mode='maskclip',
+                                      background=STUFF_CLASSES)}
 
-
-# Weight-free proposers with the settings of configs/proposals/*_shapes_tiny.py.
-PROPOSERS = {
-    'slic': dict(type='densekit.SLICProposer', n_segments=[25, 50, 100], sigma=2.0),
-    'felzenszwalb': dict(type='densekit.FelzenszwalbProposer', scale=[300, 1000, 3000],
-                         min_size=50),
+_ENSEMBLE = dict(type='densekit.EnsembleMaskClassifier', crop_weight=0.5)
+# Weight-free proposal methods with the settings of configs/proposals/*_shapes_tiny.py: the
+# proposer, the mask classifier that names its masks, whether PAMR refines the dense map, and
+# the speckle clean-up of the result (ProposalSegmentor's min_region_area).
+PROPOSAL_METHODS = {
+    'slic': dict(proposer=dict(type='densekit.SLICProposer', n_segments=[25, 50, 100],
+                               sigma=2.0),
+                 classifier=_ENSEMBLE, refine=False),
+    'felzenszwalb': dict(proposer=dict(type='densekit.FelzenszwalbProposer',
+                                       scale=[300, 1000, 3000], min_size=50),
+                         classifier=_ENSEMBLE, refine=False),
+    # the dense map finds the regions, a crop with its surroundings names each one
+    'dense-regions': dict(proposer=dict(type='densekit.DenseRegionProposer', min_area=16),
+                          classifier=dict(type='densekit.MaskedCropClassifier',
+                                          logit_scale=40.0, expand_ratio=1.5, fill=None),
+                          refine=True, min_region_area=32),
 }
 
 
@@ -39,15 +54,27 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
                      vocabulary=None, templates='imagenet80', short_side: Optional[int] = None,
                      slide: bool = True, crop: Optional[int] = None, stride: Optional[int] = None,
                      logit_scale: Optional[float] = None, prob_thd: float = 0.0,
-                     bg_index: int = 0, refine: bool = False, mode_cfg: Optional[dict] = None,
-                     proposals: Optional[str] = None, **model_overrides) -> Config:
+                     bg_index: int = 0, refine: Optional[bool] = None,
+                     mode_cfg: Optional[dict] = None, proposals: Optional[str] = None,
+                     background: Optional[Sequence[str]] = None,
+                     **model_overrides) -> Config:
     """An mmseg config (model + test pipeline) for an OpenVocabSegmentor, or, with
-    ``proposals='slic'`` / ``'felzenszwalb'``, a ProposalSegmentor that names superpixels
-    (docs/proposals.md). ``None`` settings take the model's defaults (``MODEL_DEFAULTS``: the
-    embedded shapes-tiny uses vanilla dense maps, clearclip under proposals, 64 px windows on a
-    224 px short side; other CLIPs naclip, 224 px windows on 336)."""
+    ``proposals='slic'`` / ``'felzenszwalb'``, a ProposalSegmentor that names superpixels, and
+    with ``proposals='dense-regions'`` one that names the connected regions of the dense map
+    except those of the ``background`` classes (docs/proposals.md). ``None`` settings take the
+    model's defaults (``MODEL_DEFAULTS``: the embedded shapes-tiny uses vanilla dense maps,
+    clearclip under superpixels, maskclip + PAMR for dense regions with the Shapes background
+    classes left out, 64 px windows on a 224 px short side; other CLIPs naclip, 224 px windows on
+    336, no background classes)."""
     d = dict(DEFAULTS, **MODEL_DEFAULTS.get(model, {}))
-    dense_mode = dense_mode or d['dense_mode' if proposals is None else 'proposal_dense_mode']
+    if proposals is not None and proposals not in PROPOSAL_METHODS:
+        raise ValueError(f'unknown proposals {proposals!r}; expected one of '
+                         f'{sorted(PROPOSAL_METHODS)}')
+    method = PROPOSAL_METHODS.get(proposals, {})
+    mode_key = ('dense_mode' if proposals is None else
+                'region_dense_mode' if proposals == 'dense-regions' else 'proposal_dense_mode')
+    dense_mode = dense_mode or d[mode_key]
+    refine = method.get('refine', False) if refine is None else refine
     short_side = short_side or d['short_side']
     crop, stride = crop or d['crop'], stride or d['stride']
     test_cfg = (dict(mode='slide', crop_size=(crop, crop), stride=(stride, stride))
@@ -64,13 +91,13 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
         refine=dict(type='densekit.PAMR') if refine else None,
         test_cfg=test_cfg)
     if proposals is not None:
-        if proposals not in PROPOSERS:
-            raise ValueError(f'unknown proposals {proposals!r}; expected one of '
-                             f'{sorted(PROPOSERS)}')
-        model_cfg.update(type='ProposalSegmentor', proposer=PROPOSERS[proposals],
-                         classifier=dict(type='densekit.EnsembleMaskClassifier',
-                                         crop_weight=0.5),
-                         uncovered='dense')
+        proposer = dict(method['proposer'])
+        if proposals == 'dense-regions':
+            proposer['background'] = list(d['background'] if background is None
+                                          else background)
+        model_cfg.update(type='ProposalSegmentor', proposer=proposer,
+                         classifier=dict(method['classifier']), uncovered='dense',
+                         min_region_area=method.get('min_region_area', 0))
     model_cfg.update(model_overrides)
     return Config(dict(
         default_scope='mmseg',

@@ -7,7 +7,7 @@ Proposers register in ``densekit.MODELS``: ``type='densekit.SLICProposer'``,
 """
 from .base import MaskProposer, Proposals, as_rgb_uint8
 from .dense_regions import DenseRegionProposer
-from .postprocess import (MaskPostprocessor, mask_iou, mask_nms, masks_to_boxes,
+from .postprocess import (MaskPostprocessor, absorb_small_regions, mask_iou, mask_nms, masks_to_boxes,
                           remove_small_regions)
 from .sam import (SAMAutomaticProposer, SAMPromptProposer, build_sam, build_tiny_sam,
                   check_sam_state_dict, list_sam_types, load_sam_checkpoint, read_sam_state_dict)
@@ -17,4 +17,5 @@ __all__ = ['MaskProposer', 'Proposals', 'as_rgb_uint8', 'MaskPostprocessor', 'ma
            'mask_nms', 'masks_to_boxes', 'remove_small_regions', 'SAMAutomaticProposer',
            'SAMPromptProposer', 'build_sam', 'build_tiny_sam', 'list_sam_types',
            'load_sam_checkpoint', 'read_sam_state_dict', 'check_sam_state_dict',
-           'FelzenszwalbProposer', 'SLICProposer', 'labels_to_proposals', 'DenseRegionProposer']
+           'FelzenszwalbProposer', 'SLICProposer', 'labels_to_proposals', 'DenseRegionProposer',
+           'absorb_small_regions']

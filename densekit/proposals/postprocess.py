@@ -86,6 +86,30 @@ def remove_small_regions(mask: np.ndarray, min_area: int, mode: str):
     return out, bool((out != mask).any())
 
 
+def absorb_small_regions(label: np.ndarray, min_area: int) -> np.ndarray:
+    """A label map ``[H, W]`` (ints) in which every 8-connected region of one label smaller than
+    ``min_area`` pixels takes the most common label on its outer border (one pass, borders read
+    from the input map): the speckle a patch-level dense map leaves on textures goes, regions of
+    ``min_area`` or more stay. A region with no border (the whole image) is kept."""
+    label = np.asarray(label)
+    out = label.copy()
+    if min_area <= 1:
+        return out
+    h, w = label.shape
+    kernel = np.ones((3, 3), np.uint8)
+    for c in np.unique(label):
+        n, comp, stats, _ = cv2.connectedComponentsWithStats((label == c).astype(np.uint8), 8)
+        for k in np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_area) + 1:
+            x, y, bw, bh = stats[k, :4]
+            x0, y0, x1, y1 = max(x - 1, 0), max(y - 1, 0), min(x + bw + 1, w), min(y + bh + 1, h)
+            region = (comp[y0:y1, x0:x1] == k).astype(np.uint8)
+            ring = cv2.dilate(region, kernel).astype(bool) & ~region.astype(bool)
+            border = label[y0:y1, x0:x1][ring]
+            if border.size:
+                out[y0:y1, x0:x1][region.astype(bool)] = np.bincount(border).argmax()
+    return out
+
+
 class MaskPostprocessor:
     """Clean-up applied in this order: fill holes, remove islands, drop small masks, mask NMS,
     keep the best ``max_masks``.

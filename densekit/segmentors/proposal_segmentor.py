@@ -7,6 +7,7 @@ Data flow (one image)::
                   ─► "none of these": masks whose best probability < none_thd get none_label
                   ─► each pixel takes the covering mask of highest score (its class and scores)
                   ─► pixels no mask covers: the dense prediction (OpenVocabSegmentor) or 255
+                  ─► optional: small speckle regions take the label around them
                   ─► resize to ori_shape ─► pred_sem_seg [1,H,W], seg_logits [K,H,W]
 
 It subclasses :class:`OpenVocabSegmentor`, so the CLIP model, text encoder, vocabulary
@@ -25,6 +26,7 @@ from mmseg.structures import SegDataSample
 from ..clip.text import TextEmbeddings
 from ..heads.mask_classifier import MaskClassifier
 from ..proposals.base import Proposals
+from ..proposals.postprocess import absorb_small_regions
 from ..registry import MODELS
 from .open_vocab import OpenVocabSegmentor
 
@@ -47,6 +49,9 @@ class ProposalSegmentor(OpenVocabSegmentor):
         none_thd: a mask whose best class probability is below this is "none of these" and its
             pixels get ``none_label`` (0: never).
         none_label: the unknown / ignore label (255, mmseg's ignore index).
+        min_region_area: regions of one label smaller than this many pixels (at the output
+            size) take the label around them (:func:`~densekit.proposals.absorb_small_regions`;
+            0: off). Only ``pred_sem_seg`` changes, not ``seg_logits``.
         **kwargs: :class:`OpenVocabSegmentor` arguments (``clip``, ``backbone``,
             ``text_encoder``, ``vocabulary``, ``logit_scale``, ``prob_thd``, ``bg_index``,
             ``test_cfg`` ...). ``test_cfg`` (whole or slide) also sets how the dense embeddings
@@ -55,7 +60,7 @@ class ProposalSegmentor(OpenVocabSegmentor):
 
     def __init__(self, proposer: dict, classifier: Optional[dict] = None,
                  uncovered: str = 'dense', none_thd: float = 0.0, none_label: int = 255,
-                 **kwargs):
+                 min_region_area: int = 0, **kwargs):
         super().__init__(**kwargs)
         if uncovered not in UNCOVERED:
             raise ValueError(f'uncovered must be one of {UNCOVERED}, got {uncovered!r}')
@@ -65,6 +70,7 @@ class ProposalSegmentor(OpenVocabSegmentor):
         self.uncovered = uncovered
         self.none_thd = float(none_thd)
         self.none_label = int(none_label)
+        self.min_region_area = int(min_region_area)
 
     # ------------------------------------------------------------ helpers
     def to_rgb(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -211,6 +217,9 @@ class ProposalSegmentor(OpenVocabSegmentor):
             idx = owner[covered]
             scores[:, covered] = probs[idx].T.to(scores)
             pred[0, covered] = labels[idx].to(pred)
+        if self.min_region_area > 1:
+            pred = torch.from_numpy(absorb_small_regions(
+                pred[0].cpu().numpy(), self.min_region_area))[None].to(pred)
         sample.set_data({'seg_logits': PixelData(data=scores),
                          'pred_sem_seg': PixelData(data=pred)})
         sample.set_metainfo(dict(num_proposals=len(proposals)))

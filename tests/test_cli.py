@@ -130,3 +130,21 @@ def test_dense_mode_defaults_follow_the_model():
     fz = segmentor_config('shapes-tiny', proposals='felzenszwalb')
     assert fz.model.type == 'ProposalSegmentor' and fz.model.backbone.dense_mode == 'clearclip'
     assert segmentor_config('ViT-B-16', proposals='slic').model.backbone.dense_mode == 'naclip'
+    # dense regions: the shipped config's settings for shapes-tiny, no background elsewhere
+    dr = segmentor_config('shapes-tiny', proposals='dense-regions')
+    assert dr.model.backbone.dense_mode == 'maskclip' and dr.model.refine.type == 'densekit.PAMR'
+    assert dr.model.proposer.background == ['grass', 'sky', 'sand', 'water', 'wall']
+    assert dr.model.classifier.fill is None and dr.model.min_region_area == 32
+    real = segmentor_config('ViT-B-16', proposals='dense-regions', refine=False,
+                            background=['sky'])
+    assert real.model.refine is None and real.model.proposer.background == ['sky']
+    assert real.model.backbone.dense_mode == 'naclip'
+    assert segmentor_config('ViT-B-16', proposals='dense-regions').model.proposer.background == []
+
+
+def test_infer_with_dense_region_proposals(images, tmp_path):
+    out = tmp_path / 'out'
+    assert infer(str(images / 'a.png'), '--vocab', 'cat, dog, sky', '--proposals',
+                 'dense-regions', '--background', 'sky', '--out', str(out), *FAST) == 0
+    label = cv2.imread(str(out / 'a_label.png'), cv2.IMREAD_UNCHANGED)
+    assert label.shape == (60, 80) and set(np.unique(label)) <= {0, 1, 2}

@@ -109,6 +109,26 @@ def test_overlaps_uncovered_and_none_of_these(restore):
     assert (out.seg_logits.data[:, 24:, 32:] == 0).all()
 
 
+def test_dense_regions_follow_the_dense_prediction(restore):
+    """DenseRegionProposer inside the segmentor: its regions are the connected regions of the
+    segmentor's own dense prediction, and predict() names each one whole."""
+    from densekit.proposals import DenseRegionProposer
+    seg = restore
+    seg.proposer = DenseRegionProposer(min_area=1)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 48, 64)                      # the random model gives 3 classes here
+    dense = seg.dense_sample(x, seg.batch_metas(x)[0]).pred_sem_seg.data[0]
+    proposals, probs = seg.classify_proposals(x)
+    assert proposals.masks.sum(0).eq(1).all()                      # they tile the image
+    assert all(dense[m].unique().numel() == 1 for m in proposals.masks)
+    regions = sum(cv2.connectedComponents((dense == c).numpy().astype(np.uint8),
+                                          connectivity=8)[0] - 1 for c in dense.unique())
+    assert len(proposals) == regions > 1
+    out = seg.predict(x)[0].pred_sem_seg.data[0]
+    for m, p in zip(proposals.masks, probs):
+        assert (out[m] == p.argmax()).all()
+
+
 def test_owner_map_prefers_higher_scores():
     masks = torch.zeros(3, 4, 4, dtype=torch.bool)
     masks[0, :2] = True
@@ -188,11 +208,12 @@ TINY = ['model.clip.model=densekit-tiny-vit', 'model.text_encoder.templates=sing
 @pytest.mark.parametrize('config,extra', [
     ('slic_pool_shapes_tiny.py', []),
     ('slic_ensemble_shapes_tiny.py', ['model.none_thd=0.2']),
+    ('dense_regions_crop_shapes_tiny.py', []),
     ('sam_vitb_ensemble_shapes_tiny.py',
      ['model.proposer.model_type=tiny', 'model.proposer.checkpoint=None',
       'model.proposer.points_per_side=4', 'model.proposer.pred_iou_thresh=0.0',
       'model.proposer.stability_score_thresh=0.0']),
-], ids=['slic_pool', 'slic_ensemble', 'sam_tiny'])
+], ids=['slic_pool', 'slic_ensemble', 'dense_regions', 'sam_tiny'])
 def test_configs_through_tools_test(config, extra, shapes_root, tmp_path, capsys):
     tool = _tool('test')
     name = config[:-3]

@@ -17,10 +17,10 @@ from densekit.clip.vocabulary import Vocabulary
 from densekit.heads.mask_classifier import (CLIP_MEAN, CLIP_STD, EnsembleMaskClassifier,
                                             MaskedCropClassifier, MaskPoolingClassifier,
                                             queries_to_class_probs)
-from densekit.proposals import (FelzenszwalbProposer, MaskPostprocessor, Proposals,
-                                SAMAutomaticProposer, SAMPromptProposer, SLICProposer,
-                                build_sam, build_tiny_sam, mask_iou, mask_nms, masks_to_boxes,
-                                remove_small_regions)
+from densekit.proposals import (DenseRegionProposer, FelzenszwalbProposer, MaskPostprocessor,
+                                Proposals, SAMAutomaticProposer, SAMPromptProposer, SLICProposer,
+                                absorb_small_regions, build_sam, build_tiny_sam, mask_iou,
+                                mask_nms, masks_to_boxes, remove_small_regions)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 GREEN, RED, BLUE = (30, 200, 70), (220, 35, 35), (35, 75, 235)
@@ -320,6 +320,56 @@ def test_masked_crop_fill_rule():
     assert zero[:, ~inside].abs().max() == 0
     with pytest.raises(ValueError, match='fill'):
         MaskedCropClassifier(fill='grey')
+    # fill=None: the plain box crop, surroundings kept
+    plain = MaskedCropClassifier(fill=None, expand_ratio=2.0)
+    assert torch.equal(plain.masked_crop(image, mask), image[:, 0:17, 3:23])
+
+
+def test_dense_region_proposer_known_answer():
+    names = ['sky', 'grass', 'circle', 'star']
+    pred = np.zeros((20, 30), np.int64)                 # sky
+    pred[10:, :] = 1                                    # grass
+    pred[2:8, 3:9] = 2                                  # an object on the sky
+    pred[12:18, 10:14] = 2                              # an object on the grass, whose
+    pred[12:18, 14:20] = 3                              # ... right half is called a star
+    pred[0, 29] = 3                                     # a 1-px speck
+    image = np.zeros((20, 30, 3), np.uint8)
+    props = DenseRegionProposer(background=['Sky', 'grass', 'road'], min_area=4)(
+        image, prediction=torch.from_numpy(pred), class_names=names)
+    masks = sorted((m.numpy() for m in props.masks), key=lambda m: m.sum())
+    assert len(masks) == 2 and props.scores.tolist() == [1.0, 1.0]
+    assert masks[0].sum() == 36 and masks[0][2:8, 3:9].all()       # two objects apart;
+    assert masks[1].sum() == 60 and masks[1][12:18, 10:20].all()   # touching labels merge
+    # without background classes: every class's connected regions (min_area drops the speck)
+    per_label = DenseRegionProposer(min_area=2)(image, prediction=pred)
+    assert len(per_label) == 5 and per_label.masks.sum(0).max() == 1
+    covered = per_label.masks.any(0)
+    assert covered.sum() == 20 * 30 - 1 and not covered[0, 29]
+    with pytest.raises(ValueError, match='needs prediction'):
+        DenseRegionProposer()(image)
+    with pytest.raises(ValueError, match='shape'):
+        DenseRegionProposer()(image, prediction=pred[:10])
+    with pytest.raises(ValueError, match='class_names'):
+        DenseRegionProposer(background=['sky'])(image, prediction=pred)
+    with pytest.raises(ValueError, match='connectivity'):
+        DenseRegionProposer(connectivity=6)
+
+
+def test_absorb_small_regions_known_answer():
+    label = np.zeros((12, 12), np.int64)
+    label[:, 6:] = 1
+    label[2:4, 2:4] = 2                                  # a 4-px speck inside class 0
+    label[1, 9] = 0                                      # a 1-px speck of 0 inside class 1
+    label[7, 6] = 2                                      # a 1-px speck on the 0/1/3 edge
+    label[5:11, 8:11] = 3                                # an 18-px region inside class 1
+    out = absorb_small_regions(label, min_area=5)
+    expect = label.copy()
+    expect[2:4, 2:4] = 0
+    expect[1, 9] = 1
+    expect[7, 6] = 1                                     # border: three 0s, five 1s
+    assert np.array_equal(out, expect)
+    assert np.array_equal(absorb_small_regions(label, 1), label)
+    assert np.array_equal(absorb_small_regions(np.full((3, 3), 4), 100), np.full((3, 3), 4))
 
 
 def test_masked_crop_classifier_known_answer():
@@ -373,6 +423,7 @@ def test_ensemble_is_the_geometric_mean():
     dict(type='densekit.SAMAutomaticProposer', model_type='tiny', points_per_side=2,
          postprocess=dict(nms_thr=0.5)),
     dict(type='densekit.SAMPromptProposer', model_type='tiny'),
+    dict(type='densekit.DenseRegionProposer', background=['sky']),
     dict(type='densekit.MaskPoolingClassifier'),
     dict(type='densekit.MaskedCropClassifier', expand_ratio=1.5),
     dict(type='densekit.EnsembleMaskClassifier', crop_weight=0.3),

@@ -236,3 +236,27 @@ def test_object_views_can_move_off_centre_but_keep_the_object(monkeypatch):
     # moved views put the object further from the centre on average
     assert np.mean([centre_of_mass(m) for m in moved]) > \
         np.mean([centre_of_mass(m) for m in centred]) + 1.0
+
+
+def test_no_pos_embed_trains_a_translation_equivariant_tower(tmp_path):
+    """--no-pos-embed: the position embeddings are zero, stay zero through training and are
+    saved as zeros, so a shifted image gives shifted patch tokens."""
+    tool = _tool()
+    out = tmp_path / 'nope.safetensors'
+    assert tool.main(['--arch', 'densekit-tiny-vit', '--out', str(out), '--work-dir',
+                      str(tmp_path / 'wd'), '--batch-size', '8', '--pool-size', '6',
+                      '--steps', '2', '--finetune-steps', '0', '--threads', '1',
+                      '--no-progress', '--no-pos-embed']) == 0
+    model = build_clip('densekit-tiny-vit', checkpoint=str(out)).eval()
+    assert model.visual.positional_embedding.abs().max() == 0
+    baseline = build_clip('densekit-tiny-vit', checkpoint=None)
+    assert baseline.visual.positional_embedding.abs().max() > 0
+    v, p = model.visual, model.visual.patch_size[0]
+    x = torch.randn(1, 3, *v.image_size)
+    shifted = torch.roll(x, shifts=p, dims=3)                 # one patch to the right, wrapped
+    with torch.no_grad():
+        a = v.transformer(v._embeds(x))[:, 1:]
+        b = v.transformer(v._embeds(shifted))[:, 1:]
+    g = v.grid_size
+    a, b = a.reshape(1, *g, -1), b.reshape(1, *g, -1)
+    assert torch.allclose(torch.roll(a, shifts=1, dims=2), b, atol=1e-4)

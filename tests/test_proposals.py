@@ -345,6 +345,13 @@ def test_dense_region_proposer_known_answer():
     assert len(per_label) == 5 and per_label.masks.sum(0).max() == 1
     covered = per_label.masks.any(0)
     assert covered.sum() == 20 * 30 - 1 and not covered[0, 29]
+    # "unknown" pixels (255, below a probability threshold) are not objects
+    unknown = pred.copy()
+    unknown[0:2, 20:26] = 255
+    props = DenseRegionProposer(background=['sky', 'grass'])(image, prediction=unknown,
+                                                              class_names=names)
+    assert len(props) == 2 and not props.masks[:, 0:2, 20:26].any()
+    assert len(DenseRegionProposer()(image, prediction=unknown, class_names=names)) == 5
     with pytest.raises(ValueError, match='needs prediction'):
         DenseRegionProposer()(image)
     with pytest.raises(ValueError, match='shape'):

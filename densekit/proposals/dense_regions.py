@@ -58,7 +58,8 @@ class DenseRegionProposer(MaskProposer):
     def propose(self, image: np.ndarray, prediction=None,
                 class_names: Optional[Sequence[str]] = None) -> Proposals:
         """``image`` uint8 ``[H, W, 3]``; ``prediction`` ``[H, W]`` class indices (numpy or
-        tensor) into ``class_names`` (needed when ``background`` is set)."""
+        tensor) into ``class_names`` (needed when ``background`` is set; with it, indices
+        outside the vocabulary, such as 255 for "unknown", are never proposed)."""
         if prediction is None:
             raise ValueError('DenseRegionProposer needs prediction=[H, W] class indices (a dense '
                              'segmentation of the image); ProposalSegmentor passes it')
@@ -67,14 +68,17 @@ class DenseRegionProposer(MaskProposer):
         if pred.shape != image.shape[:2]:
             raise ValueError(f'prediction of shape {pred.shape} for an image of '
                              f'{image.shape[:2]}')
+        # indices outside the vocabulary (e.g. 255, "unknown" below prob_thd) are never proposed
+        known = (np.ones(pred.shape, bool) if class_names is None else
+                 (pred >= 0) & (pred < len(class_names)))
         if self.background:
             if class_names is None:
                 raise ValueError('background classes are set: pass class_names=[...] (the '
                                  'names behind the prediction\'s indices)')
             bg = [i for i, n in enumerate(class_names) if str(n).lower() in self.background]
-            groups = [~np.isin(pred, bg)]
+            groups = [known & ~np.isin(pred, bg)]
         else:
-            groups = [pred == c for c in np.unique(pred)]
+            groups = [(pred == c) & known for c in np.unique(pred[known])]
         masks = []
         for group in groups:
             n, comp, stats, _ = cv2.connectedComponentsWithStats(

@@ -352,6 +352,9 @@ def test_dense_region_proposer_known_answer():
                                                               class_names=names)
     assert len(props) == 2 and not props.masks[:, 0:2, 20:26].any()
     assert len(DenseRegionProposer()(image, prediction=unknown, class_names=names)) == 5
+    # a vocabulary without any of the background classes: regions per class, not one blob
+    assert len(DenseRegionProposer(background=['road'])(image, prediction=pred,
+                                                         class_names=names)) == 5
     with pytest.raises(ValueError, match='needs prediction'):
         DenseRegionProposer()(image)
     with pytest.raises(ValueError, match='shape'):

@@ -11,8 +11,8 @@ CVPR 2022), with the proposals taken from CLIP's own dense map instead of a mask
     prediction [H, W] (class index per pixel) ─► foreground = not a ``background`` class
         ─► connected components (≥ ``min_area`` px) ─► masks [N, H, W]
 
-Without ``background`` every predicted class's connected regions are proposals (regions are
-then re-named one by one). :class:`~densekit.segmentors.ProposalSegmentor` computes the dense
+Without ``background`` (or when none of its classes is in the vocabulary) every predicted class's
+connected regions are proposals (regions are then re-named one by one). :class:`~densekit.segmentors.ProposalSegmentor` computes the dense
 prediction and passes it (``prediction=``, ``class_names=``) because the proposer's
 ``needs_prediction`` is set.
 """
@@ -33,8 +33,8 @@ class DenseRegionProposer(MaskProposer):
     Args:
         background: class names (case-insensitive) whose pixels are never proposed, e.g. the
             stuff classes; names that are not in the current vocabulary are ignored, so one
-            config serves vocabularies typed at call time. Empty: each predicted class's
-            connected regions are proposed.
+            config serves vocabularies typed at call time. Empty, or none of them in the
+            vocabulary: each predicted class's connected regions are proposed.
         min_area: regions smaller than this many pixels are dropped.
         connectivity: 4 or 8 (pixel neighbourhood of a connected region).
         postprocess: shared clean-up (:class:`~densekit.proposals.MaskPostprocessor` kwargs).
@@ -71,13 +71,15 @@ class DenseRegionProposer(MaskProposer):
         # indices outside the vocabulary (e.g. 255, "unknown" below prob_thd) are never proposed
         known = (np.ones(pred.shape, bool) if class_names is None else
                  (pred >= 0) & (pred < len(class_names)))
+        bg = []
         if self.background:
             if class_names is None:
                 raise ValueError('background classes are set: pass class_names=[...] (the '
                                  'names behind the prediction\'s indices)')
             bg = [i for i, n in enumerate(class_names) if str(n).lower() in self.background]
+        if bg:
             groups = [known & ~np.isin(pred, bg)]
-        else:
+        else:                   # no background class in this vocabulary: regions per class
             groups = [(pred == c) & known for c in np.unique(pred[known])]
         masks = []
         for group in groups:

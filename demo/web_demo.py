@@ -1,6 +1,6 @@
 """Interactive open-vocabulary segmentation in the browser (offline, CPU).
 
-    python demo/web_demo.py                          # embedded shapes-tiny CLIP, SLIC masks
+    python demo/web_demo.py                          # embedded shapes-tiny CLIP
     python demo/web_demo.py --port 8000
     python demo/web_demo.py --model ViT-B-16 --pretrained openai --mode naclip
     python demo/web_demo.py --model ViT-B-16-quickgelu --checkpoint ViT-B-16.pt \
@@ -25,9 +25,14 @@ def main(argv=None) -> int:
                    help='address to serve on (default 127.0.0.1: this machine only)')
     p.add_argument('--port', type=int, default=7860)
     add_clip_args(p)
-    p.add_argument('--mode', default='naclip',
+    p.add_argument('--mode', default=None,
                    choices=['vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'],
-                   help='initial dense attention mode (the page can change it)')
+                   help='initial dense attention mode (the page can change it; default: the '
+                        "model's for the --proposals method, maskclip for shapes-tiny's dense "
+                        'regions, naclip for other CLIPs)')
+    p.add_argument('--proposals', default='dense-regions', choices=['dense-regions', 'slic'],
+                   help='how Segment works: name the dense map\'s regions from crops (default) '
+                        'or name SLIC superpixels')
     p.add_argument('--vocab', help='initial vocabulary, comma-separated (default: Shapes classes)')
     p.add_argument('--sam-checkpoint', help='SAM weights for click/box masks (e.g. '
                                             'sam_vit_b_01ec64.pth); without it: SLIC superpixels')
@@ -45,6 +50,7 @@ def main(argv=None) -> int:
     try:
         app = create_app(model=args.model, pretrained=args.pretrained,
                          checkpoint=args.checkpoint, dense_mode=args.mode,
+                         proposals=args.proposals,
                          sam_checkpoint=args.sam_checkpoint,
                          sam_type=args.sam_type,
                          vocabulary=vocab, device=args.device, num_threads=args.threads)

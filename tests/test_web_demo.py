@@ -122,12 +122,13 @@ def test_click_names_a_mask_and_caches(client, engine):
     assert len(out['labels']) == 5 and all(0 <= row['score'] <= 1 for row in out['labels'])
     assert out['labels'][0]['score'] >= out['labels'][-1]['score']
     entry = engine_store(client).get(d['id'])
-    assert entry.superpixels is not None and 'naclip' in entry.dense
-    dense = entry.dense['naclip']
+    mode = engine.model.backbone.dense_mode               # the page's current dense mode
+    assert entry.superpixels is not None and mode in entry.dense
+    dense = entry.dense[mode]
     # a second click reuses the cached embedding; a negative point shrinks the mask
     r2 = client.post('/api/click', json=dict(id=d['id'], points=[STAR, [40, 30]], labels=[1, 0],
                                               vocab='star, wall, water'))
-    assert r2.status_code == 200 and entry.dense['naclip'] is dense
+    assert r2.status_code == 200 and entry.dense[mode] is dense
     assert {row['name'] for row in r2.get_json()['labels']} == {'star', 'wall', 'water'}
     box = client.post('/api/click', json=dict(id=d['id'], box=[230, 60, 320, 160]))
     assert box.status_code == 200 and box.get_json()['area'] > 0
@@ -179,6 +180,12 @@ def test_segment_and_downloads(client):
     summary = json.loads(client.get(out['json_url']).data)
     assert summary['vocabulary'] == ['wall', 'water', 'star', 'ring']
     assert summary['dense_mode'] == 'sclip' and summary['classes']
+    # Segment names the dense map's regions; clicks keep the pooling + crop ensemble
+    assert summary['proposals'] == 'dense-regions'
+    engine = client.application.extensions['densekit_demo']['engine']
+    assert type(engine.model.proposer).__name__ == 'DenseRegionProposer'
+    assert type(engine.click_classifier).__name__ == 'EnsembleMaskClassifier'
+    assert np.isin(label, [0, 1]).mean() > 0.5          # wall and water cover most of it
 
 
 def test_vocabulary_is_never_a_path(client, engine):
@@ -275,7 +282,7 @@ def test_browser_end_to_end(server, browser, tmp_path):
     wait.until(lambda drv: img.get_attribute('data-ready') == '1')
     canvas = d.find_element(By.ID, 'prompt-canvas')
     wait.until(EC.visibility_of(canvas))
-    Select(d.find_element(By.ID, 'mode')).select_by_visible_text('naclip')
+    Select(d.find_element(By.ID, 'mode')).select_by_visible_text('sclip')
 
     # click on the star: a named mask (label + score) and the mask overlay appear
     w, h = canvas.size['width'], canvas.size['height']

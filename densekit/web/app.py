@@ -2,7 +2,7 @@
 assets) and a small JSON API.
 
     from densekit.web import create_app
-    app = create_app()                      # embedded shapes-tiny CLIP, SLIC for clicks
+    app = create_app()                      # embedded shapes-tiny CLIP, SLIC for clicks, dense regions for Segment
     app.run('127.0.0.1', 7860)
 
 API (all answers JSON; errors are ``{"error": message}`` with a 4xx status):
@@ -102,12 +102,16 @@ def decode_image(data: bytes, filename: str = 'upload'):
 
 
 class DemoEngine:
-    """The model side: a ProposalSegmentor (SLIC by default) plus an optional SAM prompt
-    proposer; clicks and boxes become masks named by the segmentor's mask classifier."""
+    """The model side: a ProposalSegmentor (dense regions by default) plus an optional SAM
+    prompt proposer; clicks and boxes become masks named by ``click_classifier`` (default: the
+    segmentor's mask classifier)."""
 
-    def __init__(self, segmentor, sam=None, default_vocab=None, n_superpixels: int = 100):
+    def __init__(self, segmentor, sam=None, default_vocab=None, n_superpixels: int = 100,
+                 click_classifier=None, proposals: str = 'slic'):
         self.model = segmentor
         self.sam = sam
+        self.click_classifier = click_classifier or segmentor.classifier
+        self.proposals = proposals
         self.n_superpixels = int(n_superpixels)
         self.lock = threading.Lock()            # one model call at a time
         self._vocab = None
@@ -203,7 +207,7 @@ class DemoEngine:
         m = torch.from_numpy(mask)[None]
         image = torch.from_numpy(entry.rgb).permute(2, 0, 1).float()
         with torch.no_grad():
-            probs = self.model.classifier(m, self.model.text_embeddings(),
+            probs = self.click_classifier(m, self.model.text_embeddings(),
                                           backbone=self.model.backbone, image=image,
                                           dense=self.dense(entry, mode))[0]
         k = min(TOP_K, probs.numel())
@@ -234,25 +238,33 @@ class DemoEngine:
         ok, label_png = cv2.imencode('.png', res.label.astype(np.uint8))
         report = dict(image=entry.name, vocabulary=res.classes,
                       dense_mode=self.model.backbone.dense_mode,
-                      proposals='slic', **summary)
+                      proposals=self.proposals, **summary)
         entry.result = dict(label_png=label_png.tobytes(), summary=report)
         return out, legend
 
 
 def build_engine(model: str = 'shapes-tiny', pretrained=None, checkpoint=None,
-                 dense_mode: str = 'naclip', sam_checkpoint=None, sam_type: str = 'vit_b',
-                 vocabulary=None, device: str = 'cpu') -> DemoEngine:
-    from densekit.apis.inference import init_segmentor
+                 dense_mode: Optional[str] = None, sam_checkpoint=None, sam_type: str = 'vit_b',
+                 vocabulary=None, device: str = 'cpu',
+                 proposals: str = 'dense-regions') -> DemoEngine:
+    """The demo's model. ``proposals`` is how *Segment* works (``'dense-regions'``: the dense
+    map's regions named by crops, the best measured method with shapes-tiny; ``'slic'``:
+    superpixels named by the pooling + crop ensemble); clicks are always named by the ensemble.
+    ``dense_mode`` None: the model's default for that method (``segmentor_config``)."""
+    from densekit.apis.inference import PROPOSAL_METHODS, init_segmentor
     from densekit.datasets.shapes import CLASSES
+    from densekit.registry import MODELS
     vocab = list(vocabulary or CLASSES)
     seg = init_segmentor(model=model, pretrained=pretrained, checkpoint=checkpoint,
-                         dense_mode=dense_mode, vocabulary=vocab, proposals='slic',
+                         dense_mode=dense_mode, vocabulary=vocab, proposals=proposals,
                          device=device)
+    click = MODELS.build(dict(PROPOSAL_METHODS['slic']['classifier'])).to(device)
     sam = None
     if sam_checkpoint or sam_type == 'tiny':
         from densekit.proposals import SAMPromptProposer
         sam = SAMPromptProposer(model_type=sam_type, checkpoint=sam_checkpoint)
-    return DemoEngine(seg, sam=sam, default_vocab=vocab)
+    return DemoEngine(seg, sam=sam, default_vocab=vocab, click_classifier=click,
+                      proposals=proposals)
 
 
 def create_app(engine: Optional[DemoEngine] = None, examples_dir: Optional[str] = DEFAULT_EXAMPLES,

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     p.add_argument('--out', default='outputs/demo')
     add_model_args(p)
     # The embedded default finds objects with its dense map but names them better from crops
-    # (docs/results.md, Shapes val: dense regions named by crops 51.95 mIoU, Felzenszwalb
+    # (docs/results.md, Shapes val: dense regions named by crops 55.86 mIoU, Felzenszwalb
     # superpixels 41.94, its best dense map 36.91).
     p.set_defaults(proposals='dense-regions')
     args = p.parse_args(argv)

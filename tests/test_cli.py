@@ -135,6 +135,7 @@ def test_dense_mode_defaults_follow_the_model():
     assert dr.model.backbone.dense_mode == 'maskclip' and dr.model.refine.type == 'densekit.PAMR'
     assert dr.model.proposer.background == ['grass', 'sky', 'sand', 'water', 'wall']
     assert dr.model.classifier.fill is None and dr.model.min_region_area == 32
+    assert dr.model.proposer.split == 0.2
     real = segmentor_config('ViT-B-16', proposals='dense-regions', refine=False,
                             background=['sky'])
     assert real.model.refine is None and real.model.proposer.background == ['sky']

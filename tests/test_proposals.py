@@ -365,6 +365,33 @@ def test_dense_region_proposer_known_answer():
         DenseRegionProposer(connectivity=6)
 
 
+def test_dense_region_split_separates_touching_blobs():
+    yy, xx = np.mgrid[:40, :60]
+    pred = np.zeros((40, 60), np.int64)
+    pred[(yy - 20) ** 2 + (xx - 15) ** 2 <= 100] = 1        # two discs of radius 10 ...
+    pred[(yy - 20) ** 2 + (xx - 42) ** 2 <= 100] = 1
+    pred[18:23, 15:43] = 1                                   # ... joined by a 5 px neck
+    image = np.zeros((40, 60, 3), np.uint8)
+    names = ['sky', 'thing']
+    whole = DenseRegionProposer(background=['sky'])(image, prediction=pred, class_names=names)
+    assert len(whole) == 1
+    both = DenseRegionProposer(background=['sky'], split=0.2)(image, prediction=pred,
+                                                              class_names=names)
+    assert len(both) == 3 and torch.equal(both.masks[0], whole.masks[0])
+    parts = DenseRegionProposer(background=['sky'], split=0.2, keep_whole=False)(
+        image, prediction=pred, class_names=names)
+    assert len(parts) == 2 and parts.masks.sum(0).max() == 1
+    assert torch.equal(parts.masks.any(0), whole.masks[0])  # the parts tile the region
+    left = parts.masks[:, 20, 15].nonzero()[0, 0]
+    assert parts.masks[left, 20, 42] == 0 and parts.masks[1 - left, 20, 42] == 1
+    # one disc: nothing to split
+    one = (((yy - 20) ** 2 + (xx - 30) ** 2) <= 144).astype(np.int64)
+    assert len(DenseRegionProposer(background=['sky'], split=0.2)(
+        image, prediction=one, class_names=names)) == 1
+    with pytest.raises(ValueError, match='split'):
+        DenseRegionProposer(split=1.5)
+
+
 def test_absorb_small_regions_known_answer():
     label = np.zeros((12, 12), np.int64)
     label[:, 6:] = 1
@@ -379,6 +406,12 @@ def test_absorb_small_regions_known_answer():
     expect[7, 6] = 1                                     # border: three 0s, five 1s
     assert np.array_equal(out, expect)
     assert np.array_equal(absorb_small_regions(label, 1), label)
+    # a speck whose border is a small region: both end up in the big one (second pass)
+    nested = np.zeros((12, 12), np.int64)
+    nested[3:8, 3:8] = 1                                # 25 px, < min_area
+    nested[5, 5] = 2                                    # a speck inside it
+    assert np.array_equal(absorb_small_regions(nested, 30), np.zeros((12, 12), np.int64))
+    assert absorb_small_regions(nested, 30, max_passes=1)[5, 5] == 1
     assert np.array_equal(absorb_small_regions(np.full((3, 3), 4), 100), np.full((3, 3), 4))
 
 

@@ -42,7 +42,8 @@ PROPOSAL_METHODS = {
                                        scale=[300, 1000, 3000], min_size=50),
                          classifier=_ENSEMBLE, refine=False),
     # the dense map finds the regions, a crop with its surroundings names each one
-    'dense-regions': dict(proposer=dict(type='densekit.DenseRegionProposer', min_area=16),
+    'dense-regions': dict(proposer=dict(type='densekit.DenseRegionProposer', min_area=16,
+                                        split=0.2),
                           classifier=dict(type='densekit.MaskedCropClassifier',
                                           logit_scale=40.0, expand_ratio=1.5, fill=None),
                           refine=True, min_region_area=32),

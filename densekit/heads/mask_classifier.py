@@ -141,8 +141,8 @@ class MaskedCropClassifier(MaskClassifier):
         fill: ``'mean'`` (OVSeg's ``MASK_FILL`` default), ``'zero'``, ``(r, g, b)`` in 0..255,
             or ``None``: no masking, the plain box crop with the mask's surroundings (the crops
             RegionCLIP and F-VLM score; what a CLIP trained on object boxes with context, such
-            as shapes-tiny, expects: naming dense regions on Shapes val, 52.50 mIoU with plain
-            crops at ``expand_ratio=1.5``, 48.41 masked at 1.5, 47.00 masked at 1.0,
+            as shapes-tiny, expects: naming dense regions on Shapes val, 55.86 mIoU with plain
+            crops at ``expand_ratio=1.5``, 49.04 masked at 1.5, 48.87 masked at 1.0,
             docs/proposals.md).
         input_size: crop side in px; default the CLIP tower's ``image_size`` (OVSeg: 224).
         batch_size: crops per forward pass.

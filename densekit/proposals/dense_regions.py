@@ -9,7 +9,8 @@ open-vocabulary segmentation (e.g. OVSeg, Liang et al. CVPR 2023; ZegFormer, Din
 CVPR 2022), with the proposals taken from CLIP's own dense map instead of a mask generator::
 
     prediction [H, W] (class index per pixel) ─► foreground = not a ``background`` class
-        ─► connected components (≥ ``min_area`` px) ─► masks [N, H, W]
+        ─► connected components (≥ ``min_area`` px) [+ their watershed parts, ``split``]
+        ─► masks [N, H, W]
 
 Without ``background`` (or when none of its classes is in the vocabulary) every predicted class's
 connected regions are proposals (regions are then re-named one by one). :class:`~densekit.segmentors.ProposalSegmentor` computes the dense
@@ -37,13 +38,19 @@ class DenseRegionProposer(MaskProposer):
             vocabulary: each predicted class's connected regions are proposed.
         min_area: regions smaller than this many pixels are dropped.
         connectivity: 4 or 8 (pixel neighbourhood of a connected region).
+        split: None (off), or h in (0, 1): a region whose distance transform has several
+            h-maxima (h = ``split`` x its largest distance to the border) is also proposed in
+            parts, the watershed basins of those maxima: touching objects come apart at a neck.
+        keep_whole: with ``split``, also keep the whole region as a proposal (the segmentor's
+            most confident name wins each pixel).
         postprocess: shared clean-up (:class:`~densekit.proposals.MaskPostprocessor` kwargs).
     """
 
     needs_prediction = True
 
     def __init__(self, background: Sequence[str] = (), min_area: int = 16,
-                 connectivity: int = 8, postprocess: Optional[dict] = None, init_cfg=None):
+                 connectivity: int = 8, split: Optional[float] = None, keep_whole: bool = True,
+                 postprocess: Optional[dict] = None, init_cfg=None):
         super().__init__(postprocess=postprocess, init_cfg=init_cfg)
         if isinstance(background, str):
             background = [background]
@@ -51,9 +58,13 @@ class DenseRegionProposer(MaskProposer):
             raise ValueError(f'connectivity must be 4 or 8, got {connectivity}')
         if min_area < 1:
             raise ValueError(f'min_area must be >= 1, got {min_area}')
+        if split is not None and not 0 < split < 1:
+            raise ValueError(f'split must be in (0, 1) or None, got {split}')
         self.background = {str(n).strip().lower() for n in background}
         self.min_area = int(min_area)
         self.connectivity = int(connectivity)
+        self.split = split
+        self.keep_whole = keep_whole
 
     def propose(self, image: np.ndarray, prediction=None,
                 class_names: Optional[Sequence[str]] = None) -> Proposals:
@@ -85,9 +96,29 @@ class DenseRegionProposer(MaskProposer):
         for group in groups:
             n, comp, stats, _ = cv2.connectedComponentsWithStats(
                 group.astype(np.uint8), connectivity=self.connectivity)
-            masks += [comp == k for k in range(1, n)
-                      if stats[k, cv2.CC_STAT_AREA] >= self.min_area]
+            for k in range(1, n):
+                if stats[k, cv2.CC_STAT_AREA] < self.min_area:
+                    continue
+                region = comp == k
+                parts = self._split(region) if self.split else []
+                if self.keep_whole or len(parts) < 2:
+                    masks.append(region)
+                if len(parts) >= 2:
+                    masks += [p for p in parts if p.sum() >= self.min_area]
         if not masks:
             return Proposals.empty(*image.shape[:2])
         masks = torch.from_numpy(np.stack(masks))
         return Proposals(masks, torch.ones(len(masks)))
+
+    def _split(self, region: np.ndarray):
+        """Watershed of the distance transform from its h-maxima (h = ``split`` x the largest
+        distance): touching convex blobs come apart at their neck."""
+        from skimage.morphology import h_maxima
+        from skimage.segmentation import watershed
+        dist = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 5)
+        h = max(1.0, float(self.split) * float(dist.max()))
+        n, markers = cv2.connectedComponents(h_maxima(dist, h).astype(np.uint8), connectivity=8)
+        if n <= 2:
+            return []
+        lab = watershed(-dist, markers, mask=region)
+        return [lab == i for i in range(1, n)]

@@ -86,15 +86,26 @@ def remove_small_regions(mask: np.ndarray, min_area: int, mode: str):
     return out, bool((out != mask).any())
 
 
-def absorb_small_regions(label: np.ndarray, min_area: int) -> np.ndarray:
+def absorb_small_regions(label: np.ndarray, min_area: int, max_passes: int = 4) -> np.ndarray:
     """A label map ``[H, W]`` (ints) in which every 8-connected region of one label smaller than
-    ``min_area`` pixels takes the most common label on its outer border (one pass, borders read
-    from the input map): the speckle a patch-level dense map leaves on textures goes, regions of
-    ``min_area`` or more stay. A region with no border (the whole image) is kept."""
-    label = np.asarray(label)
-    out = label.copy()
+    ``min_area`` pixels takes the most common label on its outer border: the speckle a
+    patch-level dense map leaves on textures goes, regions of ``min_area`` or more stay. A pass
+    reads the borders from the map before it; passes repeat (at most ``max_passes``) while they
+    change something, since a speck may have taken the label of a neighbour that was itself
+    small. A region with no border (the whole image) is kept."""
+    out = np.asarray(label).copy()
     if min_area <= 1:
         return out
+    for _ in range(max_passes):
+        new = _absorb_once(out, min_area)
+        if np.array_equal(new, out):
+            break
+        out = new
+    return out
+
+
+def _absorb_once(label: np.ndarray, min_area: int) -> np.ndarray:
+    out = label.copy()
     h, w = label.shape
     kernel = np.ones((3, 3), np.uint8)
     for c in np.unique(label):

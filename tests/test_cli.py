@@ -140,7 +140,8 @@ def test_dense_mode_defaults_follow_the_model():
                             background=['sky'])
     assert real.model.refine is None and real.model.proposer.background == ['sky']
     assert real.model.backbone.dense_mode == 'naclip'
-    assert segmentor_config('ViT-B-16', proposals='dense-regions').model.proposer.background == []
+    other = segmentor_config('ViT-B-16', proposals='dense-regions')
+    assert other.model.proposer.background == []
 
 
 def test_infer_with_dense_region_proposals(images, tmp_path):

@@ -1,21 +1,22 @@
 """Proposals from a dense prediction: the connected regions of a CLIP dense map.
 
 A small CLIP's dense map can find objects without naming them: shapes-tiny's vanilla map gets the
-5 Shapes background classes at 85 IoU but the 8 shapes at 3-6 IoU, while its global embedding
-names a crop around a whole object correctly 77 % of the time (docs/proposals.md). This proposer
-hands the dense map's regions to a crop classifier, so the map says *where* and the crop says
-*what*: a two-stage "localise, then re-classify the region" scheme as in region-based
-open-vocabulary segmentation (e.g. OVSeg, Liang et al. CVPR 2023; ZegFormer, Ding et al.
-CVPR 2022), with the proposals taken from CLIP's own dense map instead of a mask generator::
+5 Shapes background classes at 72-91 IoU but the 8 shapes at 3-6 IoU, while its global embedding
+names a view of a whole object with its surroundings (the views it was trained on) 71 % of the
+time (docs/model_card_shapes_tiny.md). This proposer hands the dense map's regions to a crop
+classifier, so the map says *where* and the crop says *what*: a two-stage "localise, then
+re-classify the region" scheme as in region-based open-vocabulary segmentation (e.g. OVSeg,
+Liang et al. CVPR 2023; ZegFormer, Ding et al. CVPR 2022), with the proposals taken from CLIP's
+own dense map instead of a mask generator (docs/proposals.md: 55.86 mIoU on Shapes val)::
 
     prediction [H, W] (class index per pixel) ─► foreground = not a ``background`` class
         ─► connected components (≥ ``min_area`` px) [+ their watershed parts, ``split``]
         ─► masks [N, H, W]
 
-Without ``background`` (or when none of its classes is in the vocabulary) every predicted class's
-connected regions are proposals (regions are then re-named one by one). :class:`~densekit.segmentors.ProposalSegmentor` computes the dense
-prediction and passes it (``prediction=``, ``class_names=``) because the proposer's
-``needs_prediction`` is set.
+Without ``background`` (or when none of its classes is in the vocabulary) every predicted
+class's connected regions are proposals (regions are then re-named one by one).
+:class:`~densekit.segmentors.ProposalSegmentor` computes the dense prediction and passes it
+(``prediction=``, ``class_names=``) because the proposer's ``needs_prediction`` is set.
 """
 from typing import Optional, Sequence
 

@@ -2,7 +2,7 @@
 assets) and a small JSON API.
 
     from densekit.web import create_app
-    app = create_app()                      # embedded shapes-tiny CLIP, SLIC for clicks, dense regions for Segment
+    app = create_app()            # embedded shapes-tiny; SLIC for clicks, dense regions to Segment
     app.run('127.0.0.1', 7860)
 
 API (all answers JSON; errors are ``{"error": message}`` with a 4xx status):
@@ -107,11 +107,12 @@ class DemoEngine:
     segmentor's mask classifier)."""
 
     def __init__(self, segmentor, sam=None, default_vocab=None, n_superpixels: int = 100,
-                 click_classifier=None, proposals: str = 'slic'):
+                 click_classifier=None, proposals: Optional[str] = None):
         self.model = segmentor
         self.sam = sam
         self.click_classifier = click_classifier or segmentor.classifier
-        self.proposals = proposals
+        # the method's name in the summary JSON (default: the proposer's class)
+        self.proposals = proposals or type(segmentor.proposer).__name__
         self.n_superpixels = int(n_superpixels)
         self.lock = threading.Lock()            # one model call at a time
         self._vocab = None

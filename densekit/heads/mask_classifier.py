@@ -149,13 +149,13 @@ class MaskedCropClassifier(MaskClassifier):
     """
 
     def __init__(self, logit_scale: float = 100.0, expand_ratio: float = 1.0,
-                 fill: Union[str, Sequence[float]] = 'mean', input_size: Optional[int] = None,
+                 fill: Union[str, Sequence[float], None] = 'mean',
+                 input_size: Optional[int] = None,
                  batch_size: int = 32, mean: Sequence[float] = CLIP_MEAN,
                  std: Sequence[float] = CLIP_STD):
         super().__init__(logit_scale)
-        self.masked = fill is not None
         if fill is None:
-            fill = (0.0, 0.0, 0.0)                  # unused
+            pass                                    # plain crops: nothing to fill
         elif fill == 'mean':
             fill = mean
         elif fill == 'zero':
@@ -167,7 +167,8 @@ class MaskedCropClassifier(MaskClassifier):
         self.expand_ratio = float(expand_ratio)
         self.input_size = input_size
         self.batch_size = int(batch_size)
-        self.register_buffer('fill', torch.tensor(fill, dtype=torch.float32).view(3, 1, 1),
+        self.register_buffer('fill', None if fill is None else
+                             torch.tensor(fill, dtype=torch.float32).view(3, 1, 1),
                              persistent=False)
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(3, 1, 1),
                              persistent=False)
@@ -192,7 +193,7 @@ class MaskedCropClassifier(MaskClassifier):
         if box is None:
             raise ValueError('cannot crop an empty mask')
         l, t, r, b = box
-        if not self.masked:
+        if self.fill is None:
             return image[:, t:b, l:r]
         m = mask[t:b, l:r].to(image.dtype)[None]
         return image[:, t:b, l:r] * m + (1 - m) * self.fill.to(image)

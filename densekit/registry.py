@@ -6,6 +6,7 @@ imports the ``locations`` below. Heads and segmentors that subclass mmseg / mmde
 into those packages' own registries instead (see ``docs/architecture.md``).
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
@@ -14,10 +15,15 @@ MODELS = Registry(
     parent=MMENGINE_MODELS,
     scope='densekit',
     locations=['densekit.clip', 'densekit.segmentors', 'densekit.heads', 'densekit.proposals',
-               'densekit.cams'])
+               'densekit.cams', 'densekit.distill'])
 
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='densekit',
-                 locations=['densekit.engine', 'densekit.evaluation', 'densekit.detectors'])
+                 locations=['densekit.engine', 'densekit.evaluation', 'densekit.detectors',
+                            'densekit.distill'])
 
 # Dense attention modes for the last ViT block: name -> pure function (see clip/attention.py).
 DENSE_MODES = Registry('dense attention mode', scope='densekit')
+
+# Model wrappers (CPU-aware DDP, densekit/engine/dist.py), named 'densekit.X' in configs.
+MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope='densekit',
+                          locations=['densekit.engine'])

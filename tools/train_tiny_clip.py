@@ -1,134 +1,13 @@
-"""Train the embedded default: a tiny CLIP on the Shapes world, on the CPU.
+"""Train the embedded default: a tiny CLIP on the Shapes world, on the CPU (~19 min on 2 cores).
 
-    python tools/train_tiny_clip.py                       # ~19 min on 2 cores
-    python tools/train_tiny_clip.py --resume              # continue an interrupted run
-    python tools/train_tiny_clip.py --force --out my.safetensors --steps 300
-
-Writes resumable checkpoints to --work-dir every --save-every steps, a loss log
-(``log.jsonl``), and the final weights (fp16, only the BPE token rows seen in training) to --out.
-The recipe is in densekit/clip/tiny_training.py and docs/model_card_shapes_tiny.md.
+A shell over :mod:`densekit.apis.commands.train_tiny_clip` (``--help`` for the options).
 """
-import argparse
-import json
-import os
 import os.path as osp
 import sys
-import time
 
-import torch
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[1])
-    p.add_argument('--out', default='densekit/weights/shapes-tiny.safetensors')
-    p.add_argument('--work-dir', default='work_dirs/shapes_tiny_clip')
-    p.add_argument('--arch', default='densekit-shapes-tiny')
-    p.add_argument('--steps', type=int, default=3000)
-    p.add_argument('--finetune-steps', type=int, default=500,
-                   help='second phase: image embedding = mean of a random share of the patches')
-    p.add_argument('--finetune-lr', type=float, default=3e-4)
-    p.add_argument('--finetune-keep', type=float, default=0.25,
-                   help='share of patch tokens pooled in the second phase')
-    p.add_argument('--object-context', type=float, nargs=2, default=(1.15, 1.7),
-                   metavar=('LO', 'HI'), help='object views: crop side / box side, uniform')
-    p.add_argument('--object-offset', type=float, default=0.0,
-                   help='object views: max shift of the crop centre, share of its side')
-    p.add_argument('--no-pos-embed', action='store_true',
-                   help='image tower without position embeddings (zeroed and frozen)')
-    p.add_argument('--batch-size', type=int, default=128)
-    p.add_argument('--lr', type=float, default=1e-3)
-    p.add_argument('--pool-size', type=int, default=3000, help='scenes rendered for training')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--save-every', type=int, default=100)
-    p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--resume', action='store_true', help='continue from --work-dir/last.pth')
-    p.add_argument('--force', action='store_true', help='overwrite --out and start afresh')
-    p.add_argument('--no-progress', action='store_true')
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from tqdm import tqdm
-
-    from densekit.clip import build_clip, save_clip_checkpoint
-    from densekit.clip.tiny_training import (TinyClipTrainer, drop_position_embedding,
-                                             generate_pool)
-    last = osp.join(args.work_dir, 'last.pth')
-    if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1 or args.finetune_steps < 0:
-        print('error: --steps and --pool-size must be >= 1, --batch-size >= 2 and '
-              '--finetune-steps >= 0', file=sys.stderr)
-        return 2
-    lo, hi = args.object_context
-    if not 0 < lo <= hi or not 0 <= args.object_offset < 0.5:
-        print('error: --object-context needs 0 < LO <= HI and --object-offset must be in '
-              '[0, 0.5)', file=sys.stderr)
-        return 2
-    if not 0 < args.finetune_keep <= 1:
-        print('error: --finetune-keep must be in (0, 1]', file=sys.stderr)
-        return 2
-    if osp.exists(args.out) and not args.force:
-        print(f'error: {args.out} exists; pass --force to overwrite it', file=sys.stderr)
-        return 2
-    if osp.exists(last) and not (args.resume or args.force):
-        print(f'error: {last} holds an interrupted run; pass --resume to continue it or '
-              '--force to start over', file=sys.stderr)
-        return 2
-    if args.resume and not osp.exists(last):
-        print(f'error: nothing to resume: {last} does not exist', file=sys.stderr)
-        return 2
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    os.makedirs(args.work_dir, exist_ok=True)
-
-    import open_clip
-    model = build_clip(args.arch)
-    if args.no_pos_embed:
-        drop_position_embedding(model)
-    tokenizer = open_clip.get_tokenizer(args.arch)
-    pool = generate_pool(args.pool_size, args.seed, progress=not args.no_progress)
-    trainer = TinyClipTrainer(model, tokenizer, pool, batch_size=args.batch_size, lr=args.lr,
-                              total_steps=args.steps, seed=args.seed,
-                              finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr,
-                              finetune_keep=args.finetune_keep,
-                              object_context=args.object_context,
-                              object_offset=args.object_offset)
-    if args.resume:
-        trainer.load_state_dict(torch.load(last, map_location='cpu', weights_only=True))
-        print(f'resumed at step {trainer.step_idx}')
-
-    def save():
-        tmp = last + '.tmp'
-        torch.save(trainer.state_dict(), tmp)
-        os.replace(tmp, last)
-
-    log = open(osp.join(args.work_dir, 'log.jsonl'), 'a' if args.resume else 'w')
-    bar = tqdm(total=trainer.num_steps, initial=trainer.step_idx, desc='training', unit='step',
-               disable=args.no_progress)
-    t0, ema = time.time(), None
-    while trainer.step_idx < trainer.num_steps:
-        loss = trainer.step()
-        ema = loss if ema is None else 0.95 * ema + 0.05 * loss
-        bar.update(1)
-        bar.set_postfix(loss=f'{ema:.3f}', scale=f'{model.logit_scale.exp().item():.1f}')
-        log.write(json.dumps(dict(step=trainer.step_idx, loss=round(loss, 5))) + '\n')
-        if trainer.step_idx % args.save_every == 0 or trainer.step_idx == trainer.num_steps:
-            save()
-            log.flush()
-    bar.close()
-    log.close()
-    # Rows of BPE tokens never seen in training are still random: store only the trained ones.
-    keep = trainer.seen_tokens.nonzero()[:, 0]
-    model.eval()
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    tmp = args.out + '.tmp.safetensors'
-    save_clip_checkpoint(model, tmp, dtype=torch.float16, keep_token_rows=keep)
-    os.replace(tmp, args.out)
-    size = osp.getsize(args.out) / 2 ** 20
-    print(f'wrote {args.out} ({size:.1f} MiB) after {trainer.step_idx} steps, '
-          f'{time.time() - t0:.0f} s; last loss {ema:.3f}')
-    return 0
-
+from densekit.apis.commands.train_tiny_clip import main  # noqa: E402  (after the checkout path)
 
 if __name__ == '__main__':
     sys.exit(main())

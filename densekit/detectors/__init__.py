@@ -4,7 +4,8 @@ Importing this package registers (in mmdet's registries) ``OpenVocabRCNN``,
 ``RegionCLIPClassifier``, ``SimplePyramid``, the transforms ``LoadAttributes``,
 ``PackDetInputsWithAttributes`` and ``GTBoxesAsProposals``, the metrics ``OpenVocabCocoMetric``
 and ``AttributeMetric``, the datasets ``OVLVISV1Dataset``, ``OVADDataset`` and ``VAWDataset``, and
-(in densekit's registry) ``densekit.DetVocabularyHook``. The heads live in
+the per-phase vocabulary hook is :class:`densekit.engine.DatasetVocabularyHook`
+(``densekit.DetVocabularyHook`` is its registered alias). The heads live in
 :mod:`densekit.heads.region_text` and :mod:`densekit.heads.attribute`.
 """
 from ..heads import attribute as _attribute  # noqa: F401  (registers AttributeHead)
@@ -12,7 +13,7 @@ from ..heads import region_text as _region_text  # noqa: F401  (registers the Ro
 from .api import (classify_boxes, detect, detector_config, init_detector, masks_to_boxes,
                   to_json)
 from .datasets import OVADDataset, OVLVISV1Dataset, VAWDataset
-from .hooks import DetVocabularyHook
+from ..engine.hooks import DatasetVocabularyHook as DetVocabularyHook
 from .inferencer import OpenVocabDetInferencer
 from .metrics import AttributeMetric, OpenVocabCocoMetric, average_precision
 from .neck import SimplePyramid

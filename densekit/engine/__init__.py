@@ -1,6 +1,10 @@
-from .hooks import VocabularyFromDatasetHook
+from .hooks import DatasetVocabularyHook, unwrap_model
+from .vocabulary import classes_from_config, classes_from_dataset_cfg
 
-__all__ = ['VocabularyFromDatasetHook']
+VocabularyFromDatasetHook = DatasetVocabularyHook   # wave-1 name (also a registered alias)
+
+__all__ = ['DatasetVocabularyHook', 'VocabularyFromDatasetHook', 'unwrap_model',
+           'classes_from_config', 'classes_from_dataset_cfg']
 from .checkpoint import trust_runner_checkpoints  # noqa: E402
 
 __all__ += ['trust_runner_checkpoints']

@@ -1,7 +1,6 @@
-"""Evaluation helpers for open-vocabulary training: class-group metrics and per-phase
-vocabularies. Importing this package registers ``GroupedIoUMetric`` (mmseg's METRICS) and
-``densekit.DatasetVocabularyHook``."""
-from .hooks import DatasetVocabularyHook
+"""Evaluation helpers for open-vocabulary training: class-group metrics. Importing this package
+registers ``GroupedIoUMetric`` (mmseg's METRICS). The per-phase vocabulary hook lives in
+:mod:`densekit.engine`."""
 from .metrics import GroupedIoUMetric
 
-__all__ = ['GroupedIoUMetric', 'DatasetVocabularyHook']
+__all__ = ['GroupedIoUMetric']

@@ -1,33 +1,34 @@
-"""tools/gen_pseudo_labels.py end to end on a tiny generated Shapes split, and the Shapes WSSS
-config trained for 2 iterations through tools/train.py."""
-import importlib.util
+"""Pseudo-label generation (densekit.cams: readers, PseudoLabeler, resumable writer, ranks) on a
+tiny generated Shapes split; tools/gen_pseudo_labels.py end to end in one process and in two
+(torchrun, Gloo); the Shapes WSSS segmentor config trained for 2 iterations on the labels."""
 import json
 import os
 import os.path as osp
+import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
-import densekit  # noqa: F401
-import densekit.cams  # noqa: F401  (not in the registry locations yet)
+import densekit  # noqa: F401  (registers the backbone and the generators)
+from densekit.cams import (
+    InputError,
+    PseudoLabeler,
+    build_cam_generator,
+    generate_pseudo_labels,
+    read_image_folder,
+    read_shapes_split,
+)
 from densekit.clip import build_clip, save_clip_checkpoint
 from densekit.datasets.shapes import CLASSES, generate_split
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, 'tools', f'{name}.py'))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod        # worker processes unpickle its functions by module name
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen_tool = _load_tool('gen_pseudo_labels')
+TOOL = osp.join(ROOT, 'tools', 'gen_pseudo_labels.py')
+CLIP_ES = osp.join(ROOT, 'configs', 'wsss', 'cams_clip_es_shapes_tiny.py')
+EXCEL = osp.join(ROOT, 'configs', 'wsss', 'cams_excel_shapes_tiny.py')
 
 
 @pytest.fixture(scope='module')
@@ -40,28 +41,48 @@ def shapes(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def ckpt(tmp_path_factory):
-    """A seeded tiny CLIP saved to disk, so every run of the tool loads the same weights."""
+    """A seeded tiny CLIP saved to disk, so every run (and every process) loads the same
+    weights."""
     torch.manual_seed(0)
     path = str(tmp_path_factory.mktemp('ckpt') / 'tiny.safetensors')
     return save_clip_checkpoint(build_clip('densekit-tiny-vit'), path)
 
 
-def _args(shapes, ckpt, out, *extra):
-    return ['--data-root', shapes, '--split', 'train', '--out', out, '--model',
-            'densekit-tiny-vit', '--checkpoint', ckpt, '--no-progress', *extra]
+def labeler_for(config, ckpt, data, **changes):
+    """The config's generator on the tiny CLIP, as the tool builds it; ``changes`` update
+    ``cam_generator`` (``pseudo_label=...`` the pseudo-label rule)."""
+    cfg = Config.fromfile(config)
+    gen_cfg = cfg.cam_generator.to_dict()
+    gen_cfg['clip'] = dict(model='densekit-tiny-vit', checkpoint=ckpt)
+    pseudo = dict(cfg.get('pseudo_label', {}), **changes.pop('pseudo_label', {}))
+    gen_cfg.update(changes)
+    return PseudoLabeler.from_config(build_cam_generator(gen_cfg, data), pseudo)
 
 
 def _mtimes(folder):
     return {n: os.stat(osp.join(folder, n)).st_mtime_ns for n in sorted(os.listdir(folder))}
 
 
-def test_end_to_end_resume_and_refuse(shapes, ckpt, tmp_path, capsys):
+def _same_files(a, b, subs=('cams', 'labels', 'labels_dense')):
+    for sub in subs:
+        names = sorted(os.listdir(osp.join(a, sub)))
+        assert names == sorted(os.listdir(osp.join(b, sub))) and names
+        for n in names:
+            with open(osp.join(a, sub, n), 'rb') as fa, open(osp.join(b, sub, n), 'rb') as fb:
+                assert fa.read() == fb.read(), f'{sub}/{n} differs'
+
+
+def test_resume_and_refuse(shapes, ckpt, tmp_path):
     out = str(tmp_path / 'run')
-    assert gen_tool.main(_args(shapes, ckpt, out, '--vis')) == 0
+    data = read_shapes_split(shapes, 'train').resolve()
+    labeler = labeler_for(CLIP_ES, ckpt, data)
+    log = []
+    report = generate_pseudo_labels(labeler, data, out, vis=True, log=log.append)
+    assert report['processed'] == 5 and not report['failed'] and report['eval_error'] is None
     ann = json.load(open(osp.join(shapes, 'annotations', 'instances_train.json')))
     index = json.load(open(osp.join(out, 'cams_index.json')))
     stems = [osp.splitext(im['file_name'])[0] for im in ann['images']]
-    assert open(osp.join(out, 'split.txt')).read().split() == sorted(stems)
+    assert open(osp.join(out, 'split.txt')).read().split() == sorted(stems) == report['split']
     for im in ann['images']:
         stem = osp.splitext(im['file_name'])[0]
         keys = sorted(CLASSES.index(c) for c in im['labels'])
@@ -76,24 +97,25 @@ def test_end_to_end_resume_and_refuse(shapes, ckpt, tmp_path, capsys):
         # the dense label is the argmax of the saved CAMs
         assert np.array_equal(dense, np.asarray(keys)[cams.astype(np.float32).argmax(0)])
         assert osp.isfile(osp.join(out, 'vis', stem + '.png'))
-    report = json.load(open(osp.join(out, 'eval.json')))
-    assert report['images'] == 5 and 0 <= report['dense']['miou'] <= 1
+    ev = json.load(open(osp.join(out, 'eval.json')))
+    assert ev == report['eval'] and ev['images'] == 5 and 0 <= ev['dense']['miou'] <= 1
     manifest = json.load(open(osp.join(out, 'manifest.json')))
     assert manifest['settings']['generator']['type'] == 'GradCAMGenerator'
-    assert 'mIoU' in capsys.readouterr().out
+    assert manifest['runs'][0]['miou'] == ev['dense']['miou']
+    assert log == [f'5 image(s): 0 already finished in {out}, 5 to do']
 
-    # resume: nothing to do, nothing rewritten; a smaller --limit still scores every image
+    # resume: nothing to do, nothing rewritten; a smaller limit still scores every image
     before = _mtimes(osp.join(out, 'labels'))
-    assert gen_tool.main(_args(shapes, ckpt, out, '--limit', '2')) == 0
-    assert '0 to do' in capsys.readouterr().out
+    first2 = read_shapes_split(shapes, 'train').resolve(limit=2)
+    report = generate_pseudo_labels(labeler, first2, out, log=log.append)
+    assert report['todo'] == 0 and report['skipped'] == 2 and '0 to do' in log[-1]
     assert _mtimes(osp.join(out, 'labels')) == before
-    assert json.load(open(osp.join(out, 'eval.json'))) == report
+    assert json.load(open(osp.join(out, 'eval.json'))) == ev
     # an interrupted image (its label missing, a temporary file left) is redone, only it
     os.remove(osp.join(out, 'labels', stems[2] + '.png'))
     open(osp.join(out, 'cams', '.tmp-partial.npy'), 'w').close()
-    assert gen_tool.main(_args(shapes, ckpt, out)) == 0
-    text = capsys.readouterr().out
-    assert '4 already finished' in text and '1 to do' in text
+    generate_pseudo_labels(labeler, data, out, log=log.append)
+    assert '4 already finished' in log[-1] and '1 to do' in log[-1]
     assert not osp.exists(osp.join(out, 'cams', '.tmp-partial.npy'))
     after = _mtimes(osp.join(out, 'labels'))
     assert {k for k in after if after[k] != before.get(k)} == {stems[2] + '.png'}
@@ -101,52 +123,58 @@ def test_end_to_end_resume_and_refuse(shapes, ckpt, tmp_path, capsys):
     assert open(osp.join(out, 'split.txt')).read().split() == sorted(stems)
 
     # a different setting in the same folder is refused, naming the difference
-    assert gen_tool.main(_args(shapes, ckpt, out, '--no-refine')) == 2
-    err = capsys.readouterr().err
-    assert 'different settings' in err and 'generator.refine' in err
-    assert gen_tool.main(_args(shapes, ckpt, out, '--cfg-options',
-                               'pseudo_label.ignore_margin=0.3')) == 2
-    assert 'pseudo_label.ignore_margin' in capsys.readouterr().err
-    # a non-empty folder that is not a run is refused too
+    with pytest.raises(InputError, match='different settings(.|\n)*generator.refine'):
+        generate_pseudo_labels(labeler_for(CLIP_ES, ckpt, data, refine=None), data, out)
+    with pytest.raises(InputError, match='pseudo_label.ignore_margin'):
+        generate_pseudo_labels(labeler_for(CLIP_ES, ckpt, data,
+                                           pseudo_label=dict(ignore_margin=0.3)), data, out)
+    assert len(json.load(open(osp.join(out, 'manifest.json')))['runs']) == 3
+    # a non-empty folder that is not a run is refused too, and left as it was
     other = tmp_path / 'other'
     other.mkdir()
     (other / 'notes.txt').write_text('mine')
-    assert gen_tool.main(_args(shapes, ckpt, str(other))) == 2
-    assert 'no manifest.json' in capsys.readouterr().err
+    with pytest.raises(InputError, match='no manifest.json'):
+        generate_pseudo_labels(labeler, data, str(other))
+    assert os.listdir(other) == ['notes.txt']
+    with pytest.raises(InputError, match='unknown pseudo_label settings'):
+        PseudoLabeler.from_config(labeler.generator, dict(margin=0.1))
 
 
 def test_workers_match_single_process(shapes, ckpt, tmp_path):
     one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-    cfg = ['--config', osp.join(ROOT, 'configs', 'wsss', 'cams_excel_shapes_tiny.py'),
-           '--limit', '3']
-    assert gen_tool.main(_args(shapes, ckpt, one, *cfg)) == 0
-    assert gen_tool.main(_args(shapes, ckpt, two, *cfg, '--workers', '2')) == 0
-    for stem in open(osp.join(one, 'split.txt')).read().split():
-        a = np.load(osp.join(one, 'cams', stem + '.npy'))
-        b = np.load(osp.join(two, 'cams', stem + '.npy'))
-        assert np.array_equal(a, b)
+    data = read_shapes_split(shapes, 'train').resolve(limit=3)
+    labeler = labeler_for(EXCEL, ckpt, data)
+    assert torch.get_num_threads() == 1   # (conftest) the workers' thread count: same kernels
+    generate_pseudo_labels(labeler, data, one, log=None)
+    report = generate_pseudo_labels(labeler, data, two, workers=2, log=None)
+    assert report['processed'] == 3
+    _same_files(one, two)
     assert len(open(osp.join(two, 'split.txt')).read().split()) == 3
 
 
-def _generic(tmp_path, shapes, labels, name='labels.json'):
+def _folder(tmp_path, shapes, labels, name='labels.json', **kw):
     path = tmp_path / name
-    path.write_text(json.dumps(labels) if name.endswith('.json') else labels)
-    return ['--images', osp.join(shapes, 'images', 'train'), '--labels', str(path),
-            '--vocab', ','.join(CLASSES), '--gt', osp.join(shapes, 'labels', 'train')]
+    path.write_text(labels if isinstance(labels, str) else json.dumps(labels))
+    return read_image_folder(osp.join(shapes, 'images', 'train'), ','.join(CLASSES),
+                             labels=str(path), gt=osp.join(shapes, 'labels', 'train'), **kw)
 
 
-def test_bad_labels_are_clear_errors(shapes, ckpt, tmp_path, capsys):
-    out = str(tmp_path / 'bad')
+def test_bad_labels_are_clear_errors(shapes, tmp_path):
     cases = [({'000001.png': ['circle', 'zebra']}, "labels not in the vocabulary: ['zebra']"),
              ({'000001.png': []}, 'image has no labels'),
              ({'000001.png': ['grass'], 'missing.png': ['sky']}, 'image not found'),
              ({'000001.png': [42]}, 'not in the vocabulary')]
     for labels, message in cases:
-        args = _generic(tmp_path, shapes, labels) + ['--out', out, '--model', 'densekit-tiny-vit',
-                                                     '--checkpoint', ckpt, '--no-progress']
-        assert gen_tool.main(args) == 2
-        assert message in capsys.readouterr().err
-        assert not osp.exists(out)                            # nothing written
+        with pytest.raises(InputError, match=message.replace('[', r'\[').replace(']', r'\]')):
+            _folder(tmp_path, shapes, labels).resolve()
+    with pytest.raises(InputError, match='other than the background'):
+        _folder(tmp_path, shapes, {'000001.png': ['grass']}).resolve(background='grass')
+    with pytest.raises(InputError, match='background class'):
+        _folder(tmp_path, shapes, {'000001.png': ['sky']}).resolve(background='zebra')
+    with pytest.raises(InputError, match='not valid JSON'):
+        _folder(tmp_path, shapes, '{"a": [', 'broken.json')
+    with pytest.raises(InputError, match='needs --gt'):
+        read_image_folder(osp.join(shapes, 'images', 'train'), 'a,b', labels_from_gt=True)
     # Shapes layout: an image without labels in the annotation file
     broken = tmp_path / 'broken'
     os.makedirs(broken / 'annotations')
@@ -154,11 +182,13 @@ def test_bad_labels_are_clear_errors(shapes, ckpt, tmp_path, capsys):
     ann = json.load(open(osp.join(shapes, 'annotations', 'instances_train.json')))
     ann['images'][1]['labels'] = []
     (broken / 'annotations' / 'instances_train.json').write_text(json.dumps(ann))
-    assert gen_tool.main(_args(str(broken), ckpt, out)) == 2
-    assert '000002: image has no labels' in capsys.readouterr().err
+    with pytest.raises(InputError, match='000002: image has no labels'):
+        read_shapes_split(str(broken), 'train').resolve()
+    with pytest.raises(InputError, match='no annotation file'):
+        read_shapes_split(str(broken), 'val')
 
 
-def test_generic_mode_background_class(shapes, ckpt, tmp_path, capsys):
+def test_generic_mode_background_class(shapes, ckpt, tmp_path):
     """A VOC-like run: class 0 ('grass') is the background, scored 1 - max CAM; labels from a
     text file (names and indices), ground truth scored."""
     ann = json.load(open(osp.join(shapes, 'annotations', 'instances_train.json')))
@@ -167,11 +197,11 @@ def test_generic_mode_background_class(shapes, ckpt, tmp_path, capsys):
         labels = [c for c in im['labels'] if c != 'grass'] or ['sky']
         lines.append(im['file_name'] + ' ' + ','.join(
             str(CLASSES.index(c)) if i % 2 else c for i, c in enumerate(labels)))
+    data = _folder(tmp_path, shapes, '\n'.join(lines) + '\n', 'labels.txt').resolve(
+        background='grass')
+    assert data.background == 0 and all(0 not in im.keys for im in data.images)
     out = str(tmp_path / 'generic')
-    args = _generic(tmp_path, shapes, '\n'.join(lines) + '\n', 'labels.txt') + [
-        '--bg-class', 'grass', '--out', out, '--model', 'densekit-tiny-vit',
-        '--checkpoint', ckpt, '--no-progress']
-    assert gen_tool.main(args) == 0
+    report = generate_pseudo_labels(labeler_for(CLIP_ES, ckpt, data), data, out, log=None)
     index = json.load(open(osp.join(out, 'cams_index.json')))
     assert all(0 not in keys for keys in index.values())
     values = set()
@@ -180,13 +210,12 @@ def test_generic_mode_background_class(shapes, ckpt, tmp_path, capsys):
         assert set(np.unique(dense)) <= {0} | set(keys)
         values |= set(np.unique(dense).tolist())
     assert 0 in values                                       # background pixels exist
-    assert json.load(open(osp.join(out, 'eval.json')))['images'] == 5
+    assert report['eval']['images'] == 5
 
 
-def test_shapes_wsss_config_trains_two_iterations(shapes, ckpt, tmp_path):
-    out = str(tmp_path / 'pseudo')
-    assert gen_tool.main(_args(shapes, ckpt, out)) == 0
-    train = _load_tool('train')
+@pytest.mark.slow   # a subprocess start-up (mmseg imports) is ~15 s here
+def test_shapes_wsss_config_trains_two_iterations(tool_run, shapes, ckpt, tmp_path):
+    out, _ = tool_run
     work = str(tmp_path / 'work')
     opts = [f'train_dataloader.dataset.data_root={shapes}',
             f'val_dataloader.dataset.data_root={shapes}',
@@ -202,7 +231,9 @@ def test_shapes_wsss_config_trains_two_iterations(shapes, ckpt, tmp_path):
             'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
             'val_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1']
     config = osp.join(ROOT, 'configs', 'wsss', 'seg_fcn_clip_shapes_tiny_pseudo.py')
-    assert train.main([config, '--work-dir', work, '--cfg-options', *opts]) == 0
+    proc = _run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work,
+                 '--cfg-options', *opts])
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert osp.isfile(osp.join(work, 'iter_2.pth'))
     logs = [osp.join(dp, f) for dp, _, fs in os.walk(work) for f in fs if f == 'scalars.json']
     records = [json.loads(line) for p in logs for line in open(p)]
@@ -212,22 +243,71 @@ def test_shapes_wsss_config_trains_two_iterations(shapes, ckpt, tmp_path):
     state = torch.load(osp.join(work, 'iter_2.pth'), map_location='cpu', weights_only=False)
     clip = build_clip('densekit-tiny-vit', checkpoint=ckpt)
     # the CLIP stayed frozen: the checkpoint holds the loaded weights unchanged
-    ref = clip.visual.state_dict()
-    for k, v in ref.items():
+    for k, v in clip.visual.state_dict().items():
         assert torch.equal(state['state_dict']['backbone.visual.' + k], v)
 
 
-def test_labels_from_ground_truth_and_list(shapes, ckpt, tmp_path):
+def test_labels_from_ground_truth_and_list(shapes, tmp_path):
     listing = tmp_path / 'list.txt'
     listing.write_text('000002\n000004\n')
-    out = str(tmp_path / 'from_gt')
-    args = ['--images', osp.join(shapes, 'images', 'train'), '--labels-from-gt',
-            '--gt', osp.join(shapes, 'labels', 'train'), '--list', str(listing),
-            '--vocab', ','.join(CLASSES), '--bg-class', '0', '--out', out,
-            '--model', 'densekit-tiny-vit', '--checkpoint', ckpt, '--no-progress']
-    assert gen_tool.main(args) == 0
-    index = json.load(open(osp.join(out, 'cams_index.json')))
-    assert sorted(index) == ['000002', '000004']
-    for stem, keys in index.items():
-        gt = cv2.imread(osp.join(shapes, 'labels', 'train', stem + '.png'), cv2.IMREAD_UNCHANGED)
-        assert keys == sorted(set(np.unique(gt).tolist()) - {0})
+    data = read_image_folder(osp.join(shapes, 'images', 'train'), ','.join(CLASSES),
+                             gt=osp.join(shapes, 'labels', 'train'), list_file=str(listing),
+                             labels_from_gt=True).resolve(background=0)
+    assert [im.stem for im in data.images] == ['000002', '000004']
+    for im in data.images:
+        gt = cv2.imread(osp.join(shapes, 'labels', 'train', im.stem + '.png'),
+                        cv2.IMREAD_UNCHANGED)
+        assert im.keys == sorted(set(np.unique(gt).tolist()) - {0, 255})
+
+
+def _run(cmd, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+                          **kw)
+
+
+@pytest.fixture(scope='module')
+def tool_run(shapes, ckpt, tmp_path_factory):
+    """One process of the tool (the reference of the two-process run)."""
+    out = str(tmp_path_factory.mktemp('tool') / 'one')
+    proc = _run([sys.executable, TOOL, '--data-root', shapes, '--out', out, '--model',
+                 'densekit-tiny-vit', '--checkpoint', ckpt, '--no-progress'])
+    return out, proc
+
+
+@pytest.mark.slow   # a subprocess start-up (mmseg imports) is ~15 s here
+def test_tool_end_to_end(tool_run, shapes, ckpt, tmp_path):
+    out, proc = tool_run
+    assert proc.returncode == 0, proc.stderr
+    assert '5 to do' in proc.stdout and 'pseudo-mask mIoU on 5 image(s)' in proc.stdout
+    ev = json.load(open(osp.join(out, 'eval.json')))
+    assert f'{100 * ev["dense"]["miou"]:.2f} (all pixels' in proc.stdout
+    assert len(open(osp.join(out, 'split.txt')).read().split()) == 5
+    # bad input: exit 2, one line naming the problem, nothing written
+    bad = str(tmp_path / 'bad')
+    proc = _run([sys.executable, TOOL, '--data-root', shapes, '--out', bad, '--bg-class',
+                 'zebra', '--model', 'densekit-tiny-vit', '--checkpoint', ckpt])
+    assert proc.returncode == 2 and 'background class' in proc.stderr
+    assert 'Traceback' not in proc.stderr and not osp.exists(bad)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tool_run, shapes, ckpt, tmp_path):
+    """Two ranks (Gloo on the CPU) write the same bytes as one process, and one manifest."""
+    one, _ = tool_run
+    two = str(tmp_path / 'two')
+    proc = _run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                 '--nproc_per_node', '2', TOOL, '--launcher', 'pytorch', '--data-root', shapes,
+                 '--out', two, '--model', 'densekit-tiny-vit', '--checkpoint', ckpt,
+                 '--no-progress'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('pseudo-mask mIoU') == 1              # rank 0 reports
+    assert 'in 2 processes' in proc.stdout
+    _same_files(one, two)
+    for name in ('split.txt', 'cams_index.json', 'eval.json'):
+        assert open(osp.join(one, name)).read() == open(osp.join(two, name)).read()
+    m1 = json.load(open(osp.join(one, 'manifest.json')))
+    m2 = json.load(open(osp.join(two, 'manifest.json')))
+    assert m1['settings'] == m2['settings']
+    assert len(m2['runs']) == 1 and m2['runs'][0]['processes'] == 2
+    assert m2['runs'][0]['processed'] == 5

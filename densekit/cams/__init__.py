@@ -8,13 +8,37 @@ Generators (``densekit.registry.MODELS``, build with ``type='densekit.<Name>'``)
 
 Refinement: ``ClassAwareAffinityRefiner`` (CLIP-ES's class-aware attention affinity).
 ``pseudo.py`` turns CAMs into pseudo labels with ignore regions and scores them (mIoU).
+
+Pseudo labels for a data set (what ``tools/gen_pseudo_labels.py`` runs): readers of the
+supported layouts (``datasets.py``: ``read_shapes_split``, ``read_image_folder``), a labeler
+and a resumable output folder (``pseudo_labels.py``: ``PseudoLabeler``, ``PseudoLabelWriter``,
+``generate_pseudo_labels``, ``evaluate_pseudo_labels``), sharded over ranks under
+``torch.distributed``.
 """
 from .base import CLIP_ES_BACKGROUND_VOC, BaseCAMGenerator, CAMResult, view_sizes
+from .datasets import (
+    InputError,
+    LabelledImage,
+    LabelledSplit,
+    PseudoLabelData,
+    read_image_folder,
+    read_labels_file,
+    read_mask,
+    read_shapes_split,
+)
 from .gradcam import GradCAMGenerator, clip_class_scores, grad_cam
 from .patch_text import PatchTextCAMGenerator, enrich_text, feature_surgery, kmeans
 from .pseudo import cam_scores, cams_to_label, confusion_matrix, miou
-from .refine import (ClassAwareAffinityRefiner, affinity_transition, box_mask, cam_boxes,
-                     minmax)
+from .pseudo_labels import (
+    PseudoLabel,
+    PseudoLabeler,
+    PseudoLabelWriter,
+    build_cam_generator,
+    evaluate_pseudo_labels,
+    generate_pseudo_labels,
+    run_settings,
+)
+from .refine import ClassAwareAffinityRefiner, affinity_transition, box_mask, cam_boxes, minmax
 from .tower import ViTTrace, block_forward, run_vit
 from .visualize import cam_overlay, cam_strip
 
@@ -24,4 +48,8 @@ __all__ = [
     'cam_boxes', 'cam_overlay', 'cam_scores', 'cam_strip', 'cams_to_label', 'clip_class_scores',
     'confusion_matrix', 'enrich_text', 'feature_surgery', 'grad_cam', 'kmeans', 'miou',
     'minmax', 'run_vit', 'block_forward', 'ViTTrace', 'view_sizes',
+    'InputError', 'LabelledImage', 'LabelledSplit', 'PseudoLabelData', 'read_image_folder',
+    'read_labels_file', 'read_mask', 'read_shapes_split', 'PseudoLabel',
+    'PseudoLabeler', 'PseudoLabelWriter', 'build_cam_generator', 'evaluate_pseudo_labels',
+    'generate_pseudo_labels', 'run_settings',
 ]

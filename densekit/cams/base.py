@@ -165,12 +165,13 @@ class BaseCAMGenerator(nn.Module):
         if desc:
             vocab = Vocabulary(vocab.synonyms, desc)
         background = self.background_spec if background is None else background
-        bg = None if background is None else self._index(vocab, background)
+        bg = None if background is None else self.class_index(vocab, background)
         self.vocabulary, self.background = vocab, bg
         return vocab
 
     @staticmethod
-    def _index(vocab: Vocabulary, label) -> int:
+    def class_index(vocab: Vocabulary, label) -> int:
+        """The vocabulary index of ``label``: an index (checked) or any synonym (any case)."""
         if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
             if not 0 <= int(label) < len(vocab):
                 raise ValueError(f'label index {label} is outside the vocabulary '
@@ -186,7 +187,7 @@ class BaseCAMGenerator(nn.Module):
         """Labels (indices or names) -> sorted unique vocabulary indices, background removed."""
         if self.vocabulary is None:
             raise ValueError('no vocabulary: pass vocabulary=... or call set_vocabulary()')
-        keys = sorted({self._index(self.vocabulary, lb) for lb in labels})
+        keys = sorted({self.class_index(self.vocabulary, lb) for lb in labels})
         keys = [k for k in keys if k != self.background]
         if not keys:
             raise ValueError(f'no labels to explain (got {list(labels)!r}): a CAM needs at '

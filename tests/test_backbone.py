@@ -1,9 +1,13 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from densekit.clip import CLIPVisionBackbone, interpolate_pos_embed
 from densekit.clip.attention import neighbourhood_bias
+
+from numerics import F64_ATOL, U64
 
 MODES = ['vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip']
 SIZES = [(64, 64), (96, 64), (50, 77), (33, 120)]
@@ -25,21 +29,24 @@ def test_dense_shapes(tiny_clip, mode, size):
     assert len(tup) == 3 and torch.equal(tup[-1], out['dense'])
 
 
-def test_global_equals_open_clip(tiny_clip):
-    bb = CLIPVisionBackbone(clip_model=tiny_clip, dense_mode='naclip')
-    x = torch.randn(2, 3, 64, 64)
-    ref = tiny_clip.encode_image(x)
+def test_global_equals_open_clip(tiny_clip64):
+    # same formula, two implementations: compared in float64 (tests/numerics.py)
+    bb = CLIPVisionBackbone(clip_model=tiny_clip64, dense_mode='naclip')
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    ref = tiny_clip64.encode_image(x)
     got = bb.forward_dense(x)['global_embed']
-    assert torch.allclose(got, ref, atol=1e-5), (got - ref).abs().max()
+    assert torch.allclose(got, ref, rtol=0, atol=F64_ATOL), (got - ref).abs().max()
 
 
-def test_global_equals_open_clip_resnet(tiny_rn_clip):
+def test_global_equals_open_clip_resnet(tiny_rn_clip, tiny_rn_clip64):
+    tiny_rn_clip64.eval()
+    bb64 = CLIPVisionBackbone(clip_model=tiny_rn_clip64, dense_mode='maskclip', out_indices=(0, 3))
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    ref = tiny_rn_clip64.encode_image(x)
+    assert torch.allclose(bb64.forward_dense(x)['global_embed'], ref, rtol=0, atol=F64_ATOL)
     tiny_rn_clip.eval()
     bb = CLIPVisionBackbone(clip_model=tiny_rn_clip, dense_mode='maskclip', out_indices=(0, 3))
-    x = torch.randn(2, 3, 64, 64)
-    ref = tiny_rn_clip.encode_image(x)
-    out = bb.forward_dense(x)
-    assert torch.allclose(out['global_embed'], ref, atol=1e-5)
+    out = bb.forward_dense(x.float())
     assert out['dense'].shape == (2, 32, 2, 2)
     # other sizes work too (positional embedding of the attention pool is interpolated)
     assert bb.forward_dense(torch.randn(1, 3, 96, 160))['dense'].shape == (1, 32, 3, 5)
@@ -47,15 +54,15 @@ def test_global_equals_open_clip_resnet(tiny_rn_clip):
         CLIPVisionBackbone(clip_model=tiny_rn_clip, dense_mode='sclip')
 
 
-def test_vanilla_dense_equals_open_clip_tokens(tiny_clip):
+def test_vanilla_dense_equals_open_clip_tokens(tiny_clip64):
     """In vanilla mode the dense tokens are CLIP's own last-layer patch tokens, projected."""
-    bb = CLIPVisionBackbone(clip_model=tiny_clip, dense_mode='vanilla')
-    v = tiny_clip.visual
-    x = torch.randn(1, 3, 64, 64)
+    bb = CLIPVisionBackbone(clip_model=tiny_clip64, dense_mode='vanilla')
+    v = tiny_clip64.visual
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     tokens = v.transformer(v._embeds(x))
     ref = v.ln_post(tokens[:, 1:]) @ v.proj                     # [1, 16, D]
     got = bb.forward_dense(x)['dense'].flatten(2).transpose(1, 2)
-    assert torch.allclose(got, ref, atol=1e-5)
+    assert torch.allclose(got, ref, rtol=0, atol=F64_ATOL)
 
 
 def _reference_last_block(block, x, mode, grid, std=5.0):
@@ -77,9 +84,9 @@ def _reference_last_block(block, x, mode, grid, std=5.0):
     elif mode == 'naclip':
         gh, gw = grid
         ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing='ij')
-        p = torch.stack([ys.flatten(), xs.flatten()], 1).float()
+        p = torch.stack([ys.flatten(), xs.flatten()], 1).to(x.dtype)
         g = torch.exp(-((p[:, None] - p[None]) ** 2).sum(-1) / (2 * std ** 2))
-        omega = torch.zeros(n, n)
+        omega = torch.zeros(n, n, dtype=x.dtype)
         omega[1:, 1:] = g
         w = F.softmax(torch.bmm(k, k.transpose(1, 2)) * scale + omega, -1)
     out = torch.bmm(w, v).transpose(0, 1).contiguous().view(-1, b, c)
@@ -91,33 +98,35 @@ def _reference_last_block(block, x, mode, grid, std=5.0):
 
 
 @pytest.mark.parametrize('mode', ['sclip', 'clearclip', 'naclip'])
-def test_modes_match_reference(tiny_clip, mode):
+def test_modes_match_reference(tiny_clip64, mode):
     from densekit.clip.attention import get_dense_mode
-    block = tiny_clip.visual.transformer.resblocks[-1]
-    x = torch.randn(2, 1 + 3 * 5, 64)
+    block = tiny_clip64.visual.transformer.resblocks[-1]
+    x = torch.randn(2, 1 + 3 * 5, 64, dtype=torch.float64)
     got = get_dense_mode(mode)(block, x, (3, 5))
     ref = _reference_last_block(block, x, mode, (3, 5))
-    assert torch.allclose(got, ref, atol=1e-5)
+    assert torch.allclose(got, ref, rtol=0, atol=F64_ATOL)
 
 
-def test_maskclip_is_value_path(tiny_clip):
+def test_maskclip_is_value_path(tiny_clip64):
     from densekit.clip.attention import get_dense_mode
-    block = tiny_clip.visual.transformer.resblocks[-1]
-    x = torch.randn(1, 5, 64)
+    block = tiny_clip64.visual.transformer.resblocks[-1]
+    x = torch.randn(1, 5, 64, dtype=torch.float64)
     # With attention forced to the identity, the vanilla block is MaskCLIP's value path.
     attn = block.attn
-    eye = torch.eye(5)
+    eye = torch.eye(5, dtype=torch.float64)
     v = F.linear(block.ln_1(x), attn.in_proj_weight[128:], attn.in_proj_bias[128:])
     y = x + attn.out_proj(eye @ v)
     y = y + block.mlp(block.ln_2(y))
-    assert torch.allclose(get_dense_mode('maskclip')(block, x, (2, 2)), y, atol=1e-6)
+    assert torch.allclose(get_dense_mode('maskclip')(block, x, (2, 2)), y, rtol=0, atol=F64_ATOL)
 
 
 def test_only_last_block_runs_twice(tiny_clip, monkeypatch):
     calls = []
     blocks = tiny_clip.visual.transformer.resblocks
+    def counted(f, i):
+        return lambda *a, **k: (calls.append(i), f(*a, **k))[1]
     for i, blk in enumerate(blocks):
-        monkeypatch.setattr(blk, 'forward', (lambda f, i: lambda *a, **k: (calls.append(i), f(*a, **k))[1])(blk.forward, i))
+        monkeypatch.setattr(blk, 'forward', counted(blk.forward, i))
     bb = CLIPVisionBackbone(clip_model=tiny_clip, dense_mode='sclip')
     bb.forward_dense(torch.randn(1, 3, 64, 64))
     assert calls == list(range(len(blocks)))   # each block once; the sclip pass is separate
@@ -164,6 +173,71 @@ def test_neighbourhood_bias():
     b = neighbourhood_bias(2, 3, 5.0)
     assert b.shape == (7, 7)
     assert torch.all(b[0] == 0) and torch.all(b[:, 0] == 0)
-    assert torch.allclose(b[1, 1], torch.tensor(1.0))
-    # patches (0,0) and (1,2): squared distance 5
-    assert torch.allclose(b[1, 6], torch.exp(torch.tensor(-5 / 50)))
+    assert b[1, 1] == 1.0
+    # patches (0,0) and (1,2): squared distance 5; float64, one exp: within 2 ulp
+    assert abs(float(b[1, 6]) - math.exp(-5 / 50)) <= 2 * U64
+
+
+# ------------------------------------------------------------ speed: no global, precision
+
+@pytest.mark.parametrize('mode', ['maskclip', 'sclip', 'clearclip', 'naclip'])
+def test_global_block_runs_only_when_asked(tiny_clip, mode):
+    """Segmentation reads only the dense map: CLIP's original last block is skipped (the dense
+    modes use its weights, not its forward) and the map is the same computation, bit for bit."""
+    bb = CLIPVisionBackbone(clip_model=tiny_clip, dense_mode=mode)
+    calls = []
+    hook = tiny_clip.visual.transformer.resblocks[-1].register_forward_hook(
+        lambda *a: calls.append(1))
+    try:
+        x = torch.randn(2, 3, 64, 96)
+        full = bb.forward_dense(x)
+        assert calls == [1] and full['global_embed'] is not None
+        lean = bb.forward_dense(x, with_global=False)
+        assert calls == [1] and lean['global_embed'] is None
+        assert torch.equal(lean['dense'], full['dense'])
+        assert torch.equal(bb(x)[-1], full['dense']) and calls == [1]   # the mmseg path
+        # a consumer of the last block's features still gets them
+        bb.out_indices = (2,)
+        feats = bb.forward_dense(x, with_global=False)['features']
+        assert calls == [1, 1] and feats[0].shape == (2, 64, 4, 6)
+    finally:
+        hook.remove()
+
+
+def _rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_bf16_autocast_keeps_the_map(tiny_clip):
+    bb = CLIPVisionBackbone(clip_model=tiny_clip, dense_mode='sclip')
+    x = torch.randn(1, 3, 64, 96)
+    ref = bb.forward_dense(x)
+    bb.set_precision('bf16')
+    out = bb.forward_dense(x)
+    assert out['dense'].dtype == torch.float32 and out['global_embed'].dtype == torch.float32
+    # bf16 keeps 8 significant bits (unit roundoff u = 2^-8): every matmul input is rounded once,
+    # ~u relative error per product, and the 3 blocks (2 matmul stages each) plus the patch
+    # embedding and projection add at most ~(2*3 + 2)u = 0.031 in norm
+    assert _rel_err(out['dense'], ref['dense']) < 8 * 2 ** -8
+    assert _rel_err(out['global_embed'], ref['global_embed']) < 8 * 2 ** -8
+    bb.set_precision('fp32')
+    assert torch.equal(bb.forward_dense(x)['dense'], ref['dense'])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        bb.set_precision('fp8')
+
+
+def test_int8_quantizes_the_mlp_layers(tiny_clip):
+    import copy
+    clip = copy.deepcopy(tiny_clip)                       # quantization is in place
+    bb = CLIPVisionBackbone(clip_model=clip, dense_mode='sclip')
+    x = torch.randn(1, 3, 64, 96)
+    ref = bb.forward_dense(x)['dense']
+    bb.set_precision('int8')
+    mlp = clip.visual.transformer.resblocks[0].mlp
+    assert type(mlp.c_fc).__module__.startswith('torch.ao.nn.quantized')
+    out = bb.forward_dense(x)['dense']
+    # int8 per-tensor weights and activations: u = 1/255 of the range per rounding; 3 blocks x
+    # 2 quantized layers (weights and inputs each) -> ~(3 * 2 * 2)u = 0.047 in norm
+    assert _rel_err(out, ref) < 12 / 255
+    with pytest.raises(ValueError, match='quantized to int8'):
+        bb.set_precision('fp32')

@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from densekit.apis import init_segmentor, segment, segmentor_config
 from densekit.segmentors import PAMR
 
+from numerics import F64_ATOL, gamma
+
 
 def tiny_cfg(**kw):
     kw.setdefault('model', 'densekit-tiny-vit')
@@ -33,14 +35,17 @@ def test_inference_model(seg):
 
 
 def test_slide_matches_authors_loop(seg):
-    """mmseg's slide loop + our head reproduce the SCLIP/NACLIP forward_slide exactly."""
-    x = torch.randn(1, 3, 80, 100)
+    """mmseg's slide loop + our head reproduce the SCLIP/NACLIP forward_slide exactly
+    (compared in float64: tests/numerics.py)."""
+    import copy
+    seg = copy.deepcopy(seg).double()
+    x = torch.randn(1, 3, 80, 100, dtype=torch.float64)
     from mmengine.config import ConfigDict
     seg.test_cfg = ConfigDict(mode='slide', crop_size=(64, 64), stride=(32, 32))
     got = seg.inference(x, [dict(ori_shape=(80, 100), img_shape=(80, 100))])
     text = seg.decode_head.text_embeds
-    preds = torch.zeros(1, text.shape[0], 80, 100)
-    count = torch.zeros(1, 1, 80, 100)
+    preds = torch.zeros(1, text.shape[0], 80, 100, dtype=torch.float64)
+    count = torch.zeros(1, 1, 80, 100, dtype=torch.float64)
     for hi in range(max(80 - 64 + 31, 0) // 32 + 1):
         for wi in range(max(100 - 64 + 31, 0) // 32 + 1):
             y1, x1 = hi * 32, wi * 32
@@ -53,7 +58,7 @@ def test_slide_matches_authors_loop(seg):
             logit = F.interpolate(logit, size=crop.shape[-2:], mode='bilinear')
             preds += F.pad(logit, (x1, 100 - x2, y1, 80 - y2))
             count[:, :, y1:y2, x1:x2] += 1
-    assert torch.allclose(got, preds / count, atol=1e-5)
+    assert torch.allclose(got, preds / count, rtol=0, atol=F64_ATOL)
 
 
 def test_vocabulary_change_and_synonyms(seg):
@@ -98,8 +103,12 @@ def test_every_mode_segments(mode, tmp_path):
     torch.manual_seed(0)
     m = init_segmentor(tiny_cfg(dense_mode=mode, slide=False, refine=True))
     img = (np.random.RandomState(1).rand(50, 75, 3) * 255).astype(np.uint8)
-    res = segment(m, img, vocabulary='cat, dog')
+    res = segment(m, img, vocabulary='cat, dog', keep_scores=True)
     assert res.label.shape == (50, 75) and res.scores.shape == (2, 50, 75)
+    # each pixel's score is its class's probability (a copy of the same float32 values)
+    assert np.array_equal(res.score, np.take_along_axis(res.scores, res.label[None].astype(int),
+                                                        0)[0])
+    assert segment(m, img).scores is None                # not kept by default
     s = res.summary()
     assert abs(sum(r['pixel_share'] for r in s['classes']) + s['unknown_share'] - 1) < 1e-5
 
@@ -125,7 +134,7 @@ def _pamr_reference(img, mask, num_iter, dilations):
                 for j in range(3):
                     if (i, j) == (1, 1) and not centre:
                         continue
-                    kk = torch.zeros(1, 1, 3, 3)
+                    kk = torch.zeros(1, 1, 3, 3, dtype=x.dtype)
                     kk[0, 0, i, j] = 1
                     ws.append(kk)
             weight = torch.cat(ws)
@@ -142,8 +151,105 @@ def _pamr_reference(img, mask, num_iter, dilations):
 
 def test_pamr_matches_reference():
     torch.manual_seed(0)
-    img, mask = torch.randn(1, 3, 30, 40), torch.randn(1, 4, 15, 20)
+    # implementation vs restatement: float64 (tests/numerics.py)
+    img = torch.randn(1, 3, 30, 40, dtype=torch.float64)
+    mask = torch.randn(1, 4, 15, 20, dtype=torch.float64)
     got = PAMR(5, (1, 2))(img, mask)
-    assert torch.allclose(got, _pamr_reference(img, mask, 5, (1, 2)), atol=1e-5)
+    assert torch.allclose(got, _pamr_reference(img, mask, 5, (1, 2)), rtol=0, atol=F64_ATOL)
     with pytest.raises(ValueError):
         PAMR(0)
+
+
+# ------------------------------------------------------------ speed and faithfulness
+
+def _slide(m, crop=64, stride=32):
+    from mmengine.config import ConfigDict
+    m.test_cfg = ConfigDict(mode='slide', crop_size=(crop, crop), stride=(stride, stride))
+    return m
+
+
+@pytest.mark.parametrize('size', [(80, 100), (50, 130), (64, 64)])
+def test_batched_slide_equals_mmseg_loop(seg, size):
+    """Crops run through the backbone together (within crop_batch_mb) give mmseg's own
+    one-crop-at-a-time slide_inference (the same formula: compared in float64)."""
+    import copy
+
+    from mmseg.models.segmentors import EncoderDecoder
+    seg = _slide(copy.deepcopy(seg).double())
+    x = torch.randn(2, 3, *size, dtype=torch.float64)  # two images: crops of both in one pass
+    metas = [dict(ori_shape=size, img_shape=size) for _ in range(2)]
+    calls = []
+    hook = seg.backbone.register_forward_pre_hook(lambda mod, a: calls.append(a[0].shape[0]))
+    try:
+        ref = EncoderDecoder.slide_inference(seg, x, [dict(m) for m in metas])
+        n = len(seg.slide_windows(*size))
+        assert calls == [2] * n                        # mmseg: one pass per window
+        calls.clear()
+        got = seg.slide_inference(x, metas)
+        assert calls == [2 * n]                        # densekit: all windows in one pass
+    finally:
+        hook.remove()
+    assert got.dtype == torch.float64 and (got - ref).abs().max() <= F64_ATOL
+
+
+def test_slide_batches_respect_the_memory_budget(seg):
+    import copy
+    seg = _slide(copy.deepcopy(seg).double())
+    per_pass = seg.crops_per_pass(64, 64)
+    seg.crop_batch_mb = 512.0 * 3.5 / per_pass          # room for about three crops
+    small = seg.crops_per_pass(64, 64)
+    assert 2 <= small <= 4 < per_pass
+    calls = []
+    hook = seg.backbone.register_forward_pre_hook(lambda mod, a: calls.append(a[0].shape[0]))
+    try:
+        x = torch.randn(1, 3, 96, 160, dtype=torch.float64)
+        got = seg.slide_inference(x, [dict(ori_shape=(96, 160), img_shape=(96, 160))])
+        assert max(calls) <= small and sum(calls) == len(seg.slide_windows(96, 160))
+        seg.crop_batch_mb = 0
+        one = seg.slide_inference(x, [dict(ori_shape=(96, 160), img_shape=(96, 160))])
+    finally:
+        hook.remove()
+    assert (got - one).abs().max() <= F64_ATOL
+
+
+def test_renorm_scores_as_naclip(seg):
+    """NACLIP divides the class probabilities by their sum after the max over synonyms; labels
+    and the prob_thd test use the values before (naclip.py postprocess_result)."""
+    x = torch.randn(1, 3, 64, 64)
+    seg.prob_thd = 0.6
+    try:
+        plain = seg.predict(x)[0]
+        seg.renorm_scores = True
+        renorm = seg.predict(x)[0]
+    finally:
+        seg.renorm_scores, seg.prob_thd = False, 0.0
+    p, r = plain.seg_logits.data, renorm.seg_logits.data
+    assert torch.equal(plain.pred_sem_seg.data, renorm.pred_sem_seg.data)
+    # synonyms ('dog; puppy') make the maxima sum to less than 1 ...
+    assert (p.sum(0) < 1 - 1e-3).any()
+    # ... renormalised they sum to 1 up to rounding: 3 divisions (u each) and a 3-term sum
+    assert (r.sum(0) - 1).abs().max() <= gamma(5)
+    assert torch.equal(r, p / p.sum(0, keepdim=True))
+
+
+def test_class_scores_scatter_equals_per_class_max(seg):
+    seg.set_vocabulary('a; b; c, d, e; f')
+    try:
+        q = torch.randn(6, 7, 9)
+        probs = (q * seg.logit_scale).softmax(0)
+        want = torch.stack([probs[:3].amax(0), probs[3], probs[4:].amax(0)])
+        assert torch.equal(seg.class_scores(q), want)
+    finally:
+        seg.set_vocabulary('background; sky, cat, dog; puppy')
+
+
+def test_segmentor_precision_option():
+    torch.manual_seed(0)
+    m = init_segmentor(tiny_cfg(vocabulary='a, b'))
+    assert m.precision == 'fp32'
+    m.set_precision('bf16')
+    assert m.backbone.precision == 'bf16'
+    out = m.predict(torch.randn(1, 3, 64, 64))[0]
+    assert out.seg_logits.data.dtype == torch.float32
+    with pytest.raises(ValueError, match='precision must be one of'):
+        m.set_precision('double')

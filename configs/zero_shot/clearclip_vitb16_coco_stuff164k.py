@@ -1,11 +1,11 @@
 # ClearCLIP (Lan et al., ECCV 2024) on COCO-Stuff-164k, OpenAI CLIP ViT-B/16, training-free.
 # Settings: mc-lan/ClearCLIP clearclip_segmentor.py defaults (logit_scale 50, prob_thd 0,
 # slide crop 448 / stride 224, crops padded to a multiple of the patch size) and
-# configs/cfg_coco_stuff164k.py, which was not available (not in the indexed copy of the
-# repository): resize 448 and no model overrides are assumed from its other six dataset configs,
-# which all resize to 448 - verify against the repository.
-# Class names: SCLIP's file (ClearCLIP builds on SCLIP's code; its own cls_*.txt for this
-# dataset was not available, only cls_voc21.txt).
+# configs/cfg_coco_stuff164k.py at commit ad68a40 (no model overrides; Resize short side 448).
+# Class names: ClearCLIP's configs/cls_coco_stuff.txt (commit ad68a40), identical to SCLIP's,
+# so the shared file of ../_base_/datasets/coco_stuff164k.py.
+# Attention: ClearCLIP's (qq, no residual, no FFN). The released configs/base_config.py says
+# model_type='vanilla'; model_type='ClearCLIP' reproduces the paper (mc-lan/ClearCLIP#12).
 _base_ = ['../_base_/models/zero_shot_vitb16.py', '../_base_/datasets/coco_stuff164k.py',
           '../_base_/default_runtime.py']
 

@@ -2,8 +2,10 @@
 # Settings: mc-lan/ClearCLIP clearclip_segmentor.py defaults (logit_scale 50, prob_thd 0,
 # slide crop 448 / stride 224, crops padded to a multiple of the patch size) and
 # configs/cfg_context60.py (prob_thd 0.15; Resize short side 448).
-# Class names: SCLIP's file (ClearCLIP builds on SCLIP's code; its own cls_*.txt for this
-# dataset was not available, only cls_voc21.txt).
+# Class names: ClearCLIP's configs/cls_context60.txt (commit ad68a40), identical to SCLIP's,
+# so the shared file of ../_base_/datasets/context60.py.
+# Attention: ClearCLIP's (qq, no residual, no FFN). The released configs/base_config.py says
+# model_type='vanilla'; model_type='ClearCLIP' reproduces the paper (mc-lan/ClearCLIP#12).
 _base_ = ['../_base_/models/zero_shot_vitb16.py', '../_base_/datasets/context60.py',
           '../_base_/default_runtime.py']
 

@@ -2,14 +2,16 @@
 # Settings: mc-lan/ClearCLIP clearclip_segmentor.py defaults (logit_scale 50, prob_thd 0,
 # slide crop 448 / stride 224, crops padded to a multiple of the patch size) and
 # configs/cfg_voc20.py (no model overrides; Resize short side 448).
-# Class names: SCLIP's file (ClearCLIP builds on SCLIP's code; its own cls_*.txt for this
-# dataset was not available, only cls_voc21.txt).
+# Class names: ClearCLIP's own configs/cls_voc20.txt (commit ad68a40), which differs from
+# SCLIP's (densekit/datasets/vocabularies/voc20_clearclip.txt says how).
+# Attention: ClearCLIP's (qq, no residual, no FFN). The released configs/base_config.py says
+# model_type='vanilla'; model_type='ClearCLIP' reproduces the paper (mc-lan/ClearCLIP#12).
 _base_ = ['../_base_/models/zero_shot_vitb16.py', '../_base_/datasets/voc20.py',
           '../_base_/default_runtime.py']
 
 model = dict(
     backbone=dict(dense_mode='clearclip'),
-    vocabulary=_base_.vocabulary,  # noqa: F821  (MMEngine's parser defines _base_)
+    vocabulary='densekit/datasets/vocabularies/voc20_clearclip.txt',
     logit_scale=50.0,
     prob_thd=0.0,
     area_thd=None,

@@ -3,6 +3,8 @@
 # slide crop 448 / stride 224, crops padded to a multiple of the patch size) and
 # configs/cfg_voc21.py (prob_thd 0.5; Resize short side 448).
 # Class names: ClearCLIP's configs/cls_voc21.txt.
+# Attention: ClearCLIP's (qq, no residual, no FFN). The released configs/base_config.py says
+# model_type='vanilla'; model_type='ClearCLIP' reproduces the paper (mc-lan/ClearCLIP#12).
 _base_ = ['../_base_/models/zero_shot_vitb16.py', '../_base_/datasets/voc21.py',
           '../_base_/default_runtime.py']
 

@@ -15,6 +15,7 @@ model = dict(
     logit_scale=40.0,
     prob_thd=0.0,
     area_thd=None,
+    renorm_scores=True,  # naclip.py postprocess_result: seg_probs /= seg_probs.sum(0)
     refine=dict(type='densekit.PAMR', num_iter=10, dilations=(8, 16)),
     pad_to_patch=False,
     test_cfg=dict(mode='slide', crop_size=(224, 224), stride=(112, 112)))

@@ -1,7 +1,7 @@
 # NACLIP (Hajimiri et al., WACV 2025) on VOC20, OpenAI CLIP ViT-B/16, training-free.
 # Settings: sinahmr/NACLIP naclip.py defaults (arch 'reduced', attn 'naclip', gaussian_std
-# 5, logit_scale 40, slide crop 224 / stride 112, pamr_steps 10 with dilations (8, 16))
-# and configs/cfg_voc20.py (no model overrides;
+# 5, logit_scale 40, pamr_steps 10 with dilations (8, 16))
+# and configs/cfg_voc20.py (slide_crop 0 = whole-image inference;
 # test resize in ../_base_/datasets/voc20.py).
 # PAMR is on: it is naclip.py's default and the README's main results use it
 # (test_all.sh ... 5 on); README: 83.03 mIoU. Without PAMR (the paper's
@@ -15,6 +15,7 @@ model = dict(
     logit_scale=40.0,
     prob_thd=0.0,
     area_thd=None,
+    renorm_scores=True,  # naclip.py postprocess_result: seg_probs /= seg_probs.sum(0)
     refine=dict(type='densekit.PAMR', num_iter=10, dilations=(8, 16)),
     pad_to_patch=False,
-    test_cfg=dict(mode='slide', crop_size=(224, 224), stride=(112, 112)))
+    test_cfg=dict(mode='whole'))  # cfg_voc20.py: slide_crop=0 (whole image)

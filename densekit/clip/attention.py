@@ -35,16 +35,24 @@ def _heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:
     return t.reshape(b, n, num_heads, c // num_heads).transpose(1, 2).reshape(b * num_heads, n, -1)
 
 
-def _qkv(block, x):
-    """Project ``ln_1(x)`` with the block's packed in-projection; returns per-head q, k, v."""
+def _qkv(block, x, parts: str = 'qkv'):
+    """Project ``ln_1(x)`` with the block's packed in-projection; returns the per-head tensors
+    named in ``parts`` (rows of ``in_proj_weight`` for the others are never multiplied) and the
+    attention scale."""
     attn = block.attn
     if not isinstance(attn, torch.nn.MultiheadAttention):
         raise TypeError(f'dense attention modes need nn.MultiheadAttention blocks, '
                         f'found {type(attn).__name__}')
-    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    h = attn.num_heads
-    scale = (q.shape[-1] // h) ** -0.5
-    return _heads(q, h), _heads(k, h), _heads(v, h), scale
+    c, h = x.shape[-1], attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    y = block.ln_1(x)
+    if parts == 'qkv':
+        out = F.linear(y, w, b).chunk(3, dim=-1)
+    else:                                                    # row blocks are views: no copy
+        idx = ['qkv'.index(p) for p in parts]
+        out = [F.linear(y, w[i * c:(i + 1) * c], None if b is None else b[i * c:(i + 1) * c])
+               for i in idx]
+    return [_heads(t, h) for t in out], (c // h) ** -0.5
 
 
 def _attend(block, weights, v, batch: int):
@@ -79,7 +87,7 @@ def maskclip(block, x, grid):
 @DENSE_MODES.register_module('sclip')
 def sclip(block, x, grid):
     """SCLIP correlative self-attention (q-q plus k-k), keeping residual and FFN."""
-    q, k, v, scale = _qkv(block, x)
+    (q, k, v), scale = _qkv(block, x)
     w = (torch.bmm(q, q.transpose(1, 2)) * scale).softmax(-1) + \
         (torch.bmm(k, k.transpose(1, 2)) * scale).softmax(-1)
     y = x + block.ls_1(_attend(block, w, v, x.shape[0]))
@@ -89,19 +97,20 @@ def sclip(block, x, grid):
 @DENSE_MODES.register_module('clearclip')
 def clearclip(block, x, grid):
     """ClearCLIP: q-q self-attention, no residual connection and no FFN."""
-    q, _, v, scale = _qkv(block, x)
+    (q, v), scale = _qkv(block, x, 'qv')             # k is never used
     w = (torch.bmm(q, q.transpose(1, 2)) * scale).softmax(-1)
     return _attend(block, w, v, x.shape[0])
 
 
 @functools.lru_cache(maxsize=32)
 def neighbourhood_bias(h: int, w: int, std: float) -> torch.Tensor:
-    """NACLIP's Gaussian neighbourhood term ``[1+h*w, 1+h*w]`` (class token row/col zero)."""
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                            torch.arange(w, dtype=torch.float32), indexing='ij')
+    """NACLIP's Gaussian neighbourhood term ``[1+h*w, 1+h*w]`` (class token row/col zero),
+    in float64 (callers cast it to their precision: one rounding, whatever the model's dtype)."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                            torch.arange(w, dtype=torch.float64), indexing='ij')
     pos = torch.stack([ys.flatten(), xs.flatten()], 1)      # [h*w, 2]
-    d2 = torch.cdist(pos, pos).square()
-    bias = torch.zeros(1 + h * w, 1 + h * w)
+    d2 = (pos[:, None] - pos[None]).square().sum(-1)        # exact for integer positions
+    bias = torch.zeros(1 + h * w, 1 + h * w, dtype=torch.float64)
     bias[1:, 1:] = torch.exp(-d2 / (2 * std ** 2))
     return bias
 
@@ -111,7 +120,7 @@ def naclip(block, x, grid: Tuple[int, int], gaussian_std: float = 5.0):
     """NACLIP: k-k attention plus a Gaussian neighbourhood prior; no residual, no FFN."""
     if gaussian_std <= 0:
         raise ValueError(f'naclip needs gaussian_std > 0, got {gaussian_std}')
-    _, k, v, scale = _qkv(block, x)
+    (k, v), scale = _qkv(block, x, 'kv')             # q is never used
     bias = neighbourhood_bias(int(grid[0]), int(grid[1]), float(gaussian_std))
     logits = torch.bmm(k, k.transpose(1, 2)) * scale + bias.to(k)
     return _attend(block, logits.softmax(-1), v, x.shape[0])

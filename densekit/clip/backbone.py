@@ -6,6 +6,8 @@ joint space.
 the dense joint-space embeddings ``[B, D, H/p, W/p]`` as the last element. ``forward_dense`` also
 returns the global embedding, identical to open_clip's ``encode_image`` at the native size.
 """
+import contextlib
+import warnings
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -16,6 +18,9 @@ from mmengine.model import BaseModule
 from ..registry import MODELS
 from .attention import get_dense_mode
 from .builder import build_clip
+
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
+_AUTOCAST = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 def interpolate_pos_embed(pos: torch.Tensor, grid: Tuple[int, int],
@@ -69,6 +74,9 @@ class CLIPVisionBackbone(BaseModule):
         mode_cfg: extra keyword arguments of the mode (e.g. ``gaussian_std`` for naclip).
         out_indices: ViT blocks (or ResNet stages 0-3) whose outputs are returned as features.
         frozen: keep the tower in eval mode with gradients off.
+        precision: ``fp32`` (default); ``bf16`` / ``fp16`` run the tower under autocast;
+            ``int8`` quantizes the tower's MLP linear layers (dynamic int8, CPU). Outputs are
+            float32 in every case. See :meth:`set_precision` and docs/speed.md.
     """
 
     def __init__(self,
@@ -78,6 +86,7 @@ class CLIPVisionBackbone(BaseModule):
                  mode_cfg: Optional[dict] = None,
                  out_indices: Sequence[int] = (),
                  frozen: bool = True,
+                 precision: str = 'fp32',
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if clip_model is None:
@@ -98,6 +107,8 @@ class CLIPVisionBackbone(BaseModule):
                           else self.visual.attnpool.c_proj.out_features)
         self.patch_size = self.visual.patch_size[0] if self.is_vit else 32
         self._pos_cache = _PosEmbedCache()
+        self.precision = 'fp32'
+        self.set_precision(precision)
         if frozen:
             self.visual.requires_grad_(False)
             self.visual.eval()
@@ -107,6 +118,52 @@ class CLIPVisionBackbone(BaseModule):
         if self.frozen:
             self.visual.eval()
         return self
+
+    def set_dense_mode(self, name: str, **cfg):
+        """Switch the dense attention mode, with the constructor's checks; ``cfg`` replaces
+        the previous mode's config (a naclip ``gaussian_std`` never reaches sclip). Keyword
+        arguments the mode function does not take are refused."""
+        import inspect
+        fn = get_dense_mode(name)
+        if not self.is_vit and name != 'maskclip':
+            raise ValueError(f'dense_mode {name!r} needs a ViT; a ModifiedResNet supports '
+                             "only 'maskclip' (value path of its attention pool)")
+        params = inspect.signature(fn).parameters
+        takes = [p for p in list(params)[3:]
+                 if params[p].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                       inspect.Parameter.KEYWORD_ONLY)]
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            extra = sorted(set(cfg) - set(takes))
+            if extra:
+                raise ValueError(f'dense mode {name!r} takes {takes or "no options"}, not '
+                                 f'{extra}')
+        self.dense_mode, self.mode_fn, self.mode_cfg = name, fn, dict(cfg)
+        return self
+
+    def set_precision(self, precision: str):
+        """``fp32``, ``bf16`` / ``fp16`` (autocast around the tower, on the input's device) or
+        ``int8`` (``torch.ao`` dynamic quantization of the MLP ``nn.Linear`` layers of the ViT
+        blocks, in place: it cannot be undone, rebuild the model to go back)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+        if self.precision == 'int8' and precision != 'int8':
+            raise ValueError('this backbone was quantized to int8; rebuild it for '
+                             f'precision={precision!r}')
+        if precision == 'int8' and self.precision != 'int8':
+            if not self.is_vit:
+                raise ValueError("precision='int8' supports ViT towers only")
+            from torch.ao.quantization import quantize_dynamic
+            with warnings.catch_warnings():     # torch.ao's eager API warns it moves to torchao
+                warnings.simplefilter('ignore')
+                for blk in self.visual.transformer.resblocks:
+                    quantize_dynamic(blk.mlp, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        self.precision = precision
+        return self
+
+    def _autocast(self, device_type: str):
+        if self.precision in _AUTOCAST:
+            return torch.autocast(device_type, dtype=_AUTOCAST[self.precision])
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ ViT
     def embed_tokens(self, x):
@@ -123,7 +180,7 @@ class CLIPVisionBackbone(BaseModule):
         x = v.patch_dropout(x + pos.to(x.dtype))
         return v.ln_pre(x), grid
 
-    def _forward_vit(self, x):
+    def _forward_vit(self, x, with_global: bool = True):
         v = self.visual
         x, grid = self.embed_tokens(x)
         batch_first = getattr(v.transformer, 'batch_first', True)
@@ -136,14 +193,20 @@ class CLIPVisionBackbone(BaseModule):
         last = blocks[-1]
         if not batch_first:
             raise NotImplementedError('sequence-first open_clip towers are not supported')
-        x_global = last(x)                                   # CLIP's own last block
+        # CLIP's own last block runs only when something reads it: the global embedding, the
+        # last block's features, or the vanilla dense mode (whose tokens it is).
+        last_is_feature = len(blocks) - 1 in self.out_indices
+        x_global = (last(x) if with_global or last_is_feature or self.dense_mode == 'vanilla'
+                    else None)
         x_dense = (x_global if self.dense_mode == 'vanilla'
                    else self.mode_fn(last, x, grid, **self.mode_cfg))
-        if len(blocks) - 1 in self.out_indices:
+        if last_is_feature:
             feats.append(x_global)
-        pooled, _ = v._pool(x_global)
-        if v.proj is not None:
-            pooled = pooled @ v.proj
+        pooled = None
+        if with_global:
+            pooled, _ = v._pool(x_global)
+            if v.proj is not None:
+                pooled = pooled @ v.proj
         dense = v.ln_post(x_dense[:, 1:]) @ v.proj           # [B, h*w, D]
         h, w = grid
         def to_map(t):   # [B, h*w, C] -> [B, C, h, w], contiguous (mmcv's RoIAlign needs it)
@@ -181,19 +244,30 @@ class CLIPVisionBackbone(BaseModule):
         dense = dense.transpose(1, 2).reshape(b, -1, h, w).contiguous()
         return dict(features=feats, dense=dense, global_embed=pooled[0], grid=(h, w))
 
-    def forward_dense(self, x: torch.Tensor) -> dict:
+    def forward_dense(self, x: torch.Tensor, with_global: bool = True) -> dict:
         """``x [B, 3, H, W]`` (normalised) -> dict with ``dense [B, D, H/p, W/p]``,
-        ``global_embed [B, D]``, ``features`` (list of maps) and ``grid`` ``(H/p, W/p)``."""
+        ``global_embed [B, D]``, ``features`` (list of maps) and ``grid`` ``(H/p, W/p)``.
+
+        ``with_global=False`` skips CLIP's original last block where nothing else needs it
+        (``global_embed`` is then None): segmentation reads only the dense map, and the block is
+        5-10% of a ViT-B/16's time."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f'expected images [B, 3, H, W], got {tuple(x.shape)}')
         if min(x.shape[-2:]) < self.patch_size:
             raise ValueError(f'input {tuple(x.shape[-2:])} is smaller than one patch '
                              f'({self.patch_size} px)')
         x = x.to(self.dtype)
-        return self._forward_vit(x) if self.is_vit else self._forward_resnet(x)
+        with self._autocast(x.device.type):
+            out = self._forward_vit(x, with_global) if self.is_vit else self._forward_resnet(x)
+        if self.precision in _AUTOCAST:                      # callers get float32 maps
+            out['dense'] = out['dense'].float()
+            out['features'] = [f.float() for f in out['features']]
+            if out['global_embed'] is not None:
+                out['global_embed'] = out['global_embed'].float()
+        return out
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        out = self.forward_dense(x)
+        out = self.forward_dense(x, with_global=False)   # mmseg / mmdet read maps only
         return tuple(out['features']) + (out['dense'],)
 
     @property

@@ -94,16 +94,24 @@ class MaskPoolingClassifier(MaskClassifier):
     @staticmethod
     def dense_embeddings(backbone, inputs: torch.Tensor) -> torch.Tensor:
         """One whole-image pass: ``inputs [1, 3, H, W]`` -> unit embeddings ``[D, H/p, W/p]``."""
-        return F.normalize(backbone.forward_dense(inputs)['dense'][0].float(), dim=0)
+        dense = backbone.forward_dense(inputs, with_global=False)['dense'][0]
+        return F.normalize(dense.to(torch.promote_types(dense.dtype, torch.float32)), dim=0)
 
     @staticmethod
-    def pool(dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """``dense [D, h, w]``, ``masks [N, H, W]`` -> unit mask embeddings ``[N, D]``."""
+    def pool(dense: torch.Tensor, masks: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """``dense [D, h, w]``, ``masks [N, H, W]`` -> unit mask embeddings ``[N, D]``.
+
+        Masks are resized ``chunk`` at a time, so the float copies stay ``chunk x H x W`` however
+        many masks there are (500 full-resolution masks would be ~300 MB at once)."""
         h, w = dense.shape[-2:]
-        weights = F.interpolate(masks[:, None].float(), size=(h, w), mode='area')[:, 0]
-        emb = torch.einsum('nhw,dhw->nd', weights, dense.float())
-        emb = emb / weights.flatten(1).sum(1, keepdim=True).clamp(min=1e-12)
-        return F.normalize(emb, dim=-1)
+        flat = dense.to(torch.promote_types(dense.dtype, torch.float32)).flatten(1)  # [D, h*w]
+        out = []
+        for i in range(0, masks.shape[0], chunk):
+            m = masks[i:i + chunk, None].to(flat.dtype)
+            weights = F.interpolate(m, size=(h, w), mode='area').flatten(1)   # [n, h*w]
+            emb = weights @ flat.T
+            out.append(emb / weights.sum(1, keepdim=True).clamp(min=1e-12))
+        return F.normalize(torch.cat(out) if out else flat.new_zeros(0, flat.shape[0]), dim=-1)
 
     def similarity(self, masks, text_embeds, *, backbone, inputs=None, image=None, dense=None):
         if dense is None:
@@ -181,10 +189,10 @@ class MaskedCropClassifier(MaskClassifier):
         if ys.numel() == 0:
             return None
         h, w = mask.shape
-        l, t, r, b = expand_box(int(xs.min()), int(ys.min()), int(xs.max()) + 1,
-                                int(ys.max()) + 1, self.expand_ratio)
-        l, t, r, b = max(l, 0), max(t, 0), min(r, w), min(b, h)
-        return (l, t, max(r, l + 1), max(b, t + 1))
+        left, t, r, b = expand_box(int(xs.min()), int(ys.min()), int(xs.max()) + 1,
+                                   int(ys.max()) + 1, self.expand_ratio)
+        left, t, r, b = max(left, 0), max(t, 0), min(r, w), min(b, h)
+        return (left, t, max(r, left + 1), max(b, t + 1))
 
     def masked_crop(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``image [3, H, W]`` (0..255 RGB), ``mask [H, W]`` -> the filled crop ``[3, h, w]``
@@ -192,11 +200,11 @@ class MaskedCropClassifier(MaskClassifier):
         box = self.crop_box(mask)
         if box is None:
             raise ValueError('cannot crop an empty mask')
-        l, t, r, b = box
+        left, t, r, b = box
         if self.fill is None:
-            return image[:, t:b, l:r]
-        m = mask[t:b, l:r].to(image.dtype)[None]
-        return image[:, t:b, l:r] * m + (1 - m) * self.fill.to(image)
+            return image[:, t:b, left:r]
+        m = mask[t:b, left:r].to(image.dtype)[None]
+        return image[:, t:b, left:r] * m + (1 - m) * self.fill.to(image)
 
     def crop_batch(self, image: torch.Tensor, masks: torch.Tensor, size) -> torch.Tensor:
         """All masks' crops, normalised and resized to ``size``: ``[N, 3, s, s]``."""

@@ -36,7 +36,9 @@ class ZeroShotPixelTextHead(BaseModule):
     def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
         if self.text_embeds.numel() == 0:
             raise RuntimeError('no text embeddings: set a vocabulary on the segmentor first')
-        dense = F.normalize(inputs[self.in_index].float(), dim=1)
+        dense = inputs[self.in_index]
+        # at least float32 (reduced-precision maps are scored in float32; float64 stays float64)
+        dense = F.normalize(dense.to(torch.promote_types(dense.dtype, torch.float32)), dim=1)
         return torch.einsum('bdhw,qd->bqhw', dense, self.text_embeds.to(dense))
 
     def predict(self, inputs, batch_img_metas: List[dict], test_cfg: Optional[dict] = None):

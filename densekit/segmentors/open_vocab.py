@@ -9,7 +9,7 @@ Data flow (shapes for one image)::
 
 The post-processing follows SCLIP / NACLIP / ClearCLIP's released segmentors.
 """
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from mmseg.structures import SegDataSample
 from ..clip.builder import build_clip
 from ..clip.text import CLIPTextEncoder
 from ..clip.vocabulary import Vocabulary
+from ..engine.vocabulary import classes_from_config
 from ..registry import MODELS
 
 # OpenAI CLIP's normalisation on 0-255 images, as the data preprocessor expects.
@@ -54,7 +55,16 @@ class OpenVocabSegmentor(EncoderDecoder):
             vocabularies); ``255`` marks them "unknown" / ignored instead.
         area_thd: SCLIP's rule: a non-background class predicted on less than this fraction of
             the (non-background) predicted pixels is suppressed.
+        renorm_scores: divide the class probabilities by their sum over classes after the max
+            over each class's synonyms, as NACLIP's ``postprocess_result`` does (``seg_probs /=
+            seg_probs.sum(0)``, after the labels and ``prob_thd`` are taken, so only the returned
+            ``seg_logits`` change). SCLIP and ClearCLIP return the unnormalised maxima (False).
         refine: optional refinement module config, e.g. ``dict(type='densekit.PAMR')``.
+        crop_batch_mb: memory budget (MiB) of one backbone pass in slide inference: crops of a
+            sliding window run together up to it (0: one crop at a time).
+        precision: the image tower's arithmetic, ``fp32`` (default), ``bf16`` / ``fp16``
+            (autocast) or ``int8`` (dynamic quantization of its MLP layers); text embeddings and
+            post-processing stay float32 (:meth:`set_precision`, docs/speed.md).
         pad_to_patch: pad each crop to a multiple of the patch size (centred) and cut the
             logits back, as ClearCLIP does; otherwise the patch grid floors, as SCLIP/NACLIP.
         test_cfg: mmseg's ``dict(mode='whole')`` or ``dict(mode='slide', crop_size, stride)``.
@@ -71,8 +81,11 @@ class OpenVocabSegmentor(EncoderDecoder):
                  prob_thd: float = 0.0,
                  bg_index: int = 0,
                  area_thd: Optional[float] = None,
+                 renorm_scores: bool = False,
                  refine: Optional[dict] = None,
                  pad_to_patch: bool = False,
+                 crop_batch_mb: float = 512.0,
+                 precision: str = 'fp32',
                  neck: Optional[dict] = None,
                  auxiliary_head: Optional[dict] = None,
                  train_cfg: Optional[dict] = None,
@@ -101,13 +114,28 @@ class OpenVocabSegmentor(EncoderDecoder):
         self.prob_thd = float(prob_thd)
         self.bg_index = int(bg_index)
         self.area_thd = area_thd
+        self.renorm_scores = bool(renorm_scores)
         self.refine = MODELS.build(refine) if refine else None
         self.pad_to_patch = pad_to_patch
+        self.crop_batch_mb = float(crop_batch_mb)
+        self.set_precision(precision)
         self.descriptions = descriptions
         self.vocabulary: Optional[Vocabulary] = None
         self.query_class = None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary, descriptions)
+
+    def set_precision(self, precision: str):
+        """Run the image tower in ``precision`` (``fp32``, ``bf16``, ``fp16``, ``int8``; see
+        :meth:`densekit.clip.CLIPVisionBackbone.set_precision`). The CLI's ``--precision`` and
+        the web demo call this on a built model."""
+        if hasattr(self.backbone, 'set_precision'):
+            self.backbone.set_precision(precision)
+        elif precision != 'fp32':
+            raise ValueError(f'{type(self.backbone).__name__} has no precision option; '
+                             f'got precision={precision!r}')
+        self.precision = precision
+        return self
 
     # ------------------------------------------------------------ vocabulary
     def set_vocabulary(self, vocabulary, descriptions: Optional[dict] = None):
@@ -125,7 +153,10 @@ class OpenVocabSegmentor(EncoderDecoder):
     def _ensure_vocabulary(self):
         if self.vocabulary is not None:
             return
-        classes = (getattr(self, 'dataset_meta', None) or {}).get('classes')
+        # call time and model config set self.vocabulary; then the config mmseg's init_model /
+        # inferencers keep on the model, then dataset_meta (order: densekit/engine/vocabulary.py)
+        classes = (classes_from_config(getattr(self, 'cfg', None))
+                   or (getattr(self, 'dataset_meta', None) or {}).get('classes'))
         if not classes:
             raise ValueError('no vocabulary: pass vocabulary=[...] in the model config, call '
                              'set_vocabulary(), or set dataset_meta with classes')
@@ -148,6 +179,64 @@ class OpenVocabSegmentor(EncoderDecoder):
         logits = super().encode_decode(padded, metas)
         return logits[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
 
+    def slide_windows(self, h_img: int, w_img: int) -> List[tuple]:
+        """mmseg's sliding windows ``(y1, y2, x1, x2)`` for an ``h_img x w_img`` input, in its
+        order: every window is ``crop_size`` (clipped to the image), the last row / column
+        flush with the border."""
+        h_stride, w_stride = self.test_cfg.stride
+        h_crop, w_crop = self.test_cfg.crop_size
+        h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+        w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+        windows = []
+        for h_idx in range(h_grids):
+            for w_idx in range(w_grids):
+                y2 = min(h_idx * h_stride + h_crop, h_img)
+                x2 = min(w_idx * w_stride + w_crop, w_img)
+                windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+        return windows
+
+    def crops_per_pass(self, crop_h: int, crop_w: int) -> int:
+        """How many crops one backbone pass takes within ``crop_batch_mb`` (at least 1).
+
+        Per crop (float32): the ViT's activations at their widest (tokens x width x ~12: the
+        residual stream, q/k/v, the 4x MLP hidden layer), the attention maps (heads x tokens^2
+        x 2) and the head's logits at crop size (queries x pixels x 2: the map and its resize).
+        """
+        if self.crop_batch_mb <= 0:
+            return 1
+        p = self.backbone.patch_size
+        tokens = (crop_h + p - 1) // p * ((crop_w + p - 1) // p) + 1
+        if self.backbone.is_vit:
+            width = self.backbone.visual.transformer.width
+            heads = self.backbone.visual.transformer.resblocks[0].attn.num_heads
+        else:                                   # a ModifiedResNet: layer4's channels
+            width, heads = self.backbone.visual.attnpool.c_proj.in_features, 1
+        per_crop = 4 * (tokens * width * 12 + heads * tokens ** 2 * 2
+                        + max(self.out_channels, 1) * crop_h * crop_w * 2)
+        return max(1, int(self.crop_batch_mb * 2 ** 20 // per_crop))
+
+    def slide_inference(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
+        """mmseg's ``slide_inference`` (same windows, same average of the crops' logits), with
+        crops of equal size run through the backbone together, :meth:`crops_per_pass` at a
+        time. Results equal the one-crop-at-a-time loop up to float rounding (tested)."""
+        batch, _, h_img, w_img = inputs.shape
+        windows = self.slide_windows(h_img, w_img)
+        preds = inputs.new_zeros((batch, self.out_channels, h_img, w_img))
+        count = inputs.new_zeros((batch, 1, h_img, w_img))
+        ch, cw = min(self.test_cfg.crop_size[0], h_img), min(self.test_cfg.crop_size[1], w_img)
+        step = max(1, self.crops_per_pass(ch, cw) // batch)
+        for i in range(0, len(windows), step):
+            group = windows[i:i + step]
+            crops = torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in group])
+            metas = [dict(m, img_shape=crops.shape[2:]) for m in batch_img_metas] * len(group)
+            logits = self.encode_decode(crops, metas)       # [len(group) * batch, Q, ch, cw]
+            for j, (y1, y2, x1, x2) in enumerate(group):
+                # in place: adding zeros outside the window (mmseg's F.pad) changes nothing
+                preds[:, :, y1:y2, x1:x2] += logits[j * batch:(j + 1) * batch]
+                count[:, :, y1:y2, x1:x2] += 1
+        assert (count == 0).sum() == 0
+        return preds / count
+
     @staticmethod
     def batch_metas(inputs: torch.Tensor, data_samples=None) -> List[dict]:
         """The samples' metainfo, or mmseg's defaults (no resize, no padding) without samples."""
@@ -167,9 +256,11 @@ class OpenVocabSegmentor(EncoderDecoder):
         """Cosine maps ``[Q, H, W]`` -> class probabilities ``[K, H, W]`` (best synonym)."""
         probs = (logits * self.logit_scale).softmax(0)
         qc = self.query_class.to(probs.device)
-        if qc.numel() == self.num_classes and bool((qc == torch.arange(len(qc))).all()):
+        if qc.numel() == self.num_classes and bool((qc == torch.arange(len(qc)).to(qc)).all()):
             return probs
-        return torch.stack([probs[qc == c].amax(0) for c in range(self.num_classes)])
+        index = qc.view(-1, *([1] * (probs.dim() - 1))).expand_as(probs)
+        out = probs.new_zeros((self.num_classes,) + probs.shape[1:])
+        return out.scatter_reduce(0, index, probs, 'amax', include_self=False)
 
     def _suppress_small(self, scores: torch.Tensor) -> torch.Tensor:
         # SCLIP: classes (except index 0) whose predicted area is below area_thd of all
@@ -207,6 +298,8 @@ class OpenVocabSegmentor(EncoderDecoder):
                 scores = self._suppress_small(scores)
             pred = scores.argmax(0, keepdim=True)
             pred[scores.max(0, keepdim=True)[0] < self.prob_thd] = self.bg_index
+            if self.renorm_scores:       # NACLIP: labels above come from the unnormalised maxima
+                scores = scores / scores.sum(0, keepdim=True)
             data_samples[i].set_data({'seg_logits': PixelData(data=scores),
                                       'pred_sem_seg': PixelData(data=pred)})
         return data_samples

@@ -33,6 +33,11 @@ from .open_vocab import OpenVocabSegmentor
 UNCOVERED = ('dense', 'ignore')
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 maps -> float32; float32 and float64 stay as they are."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 @SEG_MODELS.register_module()
 class ProposalSegmentor(OpenVocabSegmentor):
     """Open-vocabulary segmentation from mask proposals classified by CLIP.
@@ -90,19 +95,21 @@ class ProposalSegmentor(OpenVocabSegmentor):
         mmseg's slide windows' unit vectors placed at the window's position (resized if the
         window does not fall on whole cells) and averaged where windows overlap."""
         if self.test_cfg.get('mode', 'whole') != 'slide':
-            return F.normalize(self.backbone.forward_dense(inputs)['dense'][0].float(), dim=0)
-        (ch, cw), (sh, sw) = self.test_cfg['crop_size'], self.test_cfg['stride']
+            return F.normalize(_at_least_fp32(
+                self.backbone.forward_dense(inputs, with_global=False)['dense'][0]), dim=0)
         h, w = inputs.shape[-2:]
         p = self.backbone.patch_size
         gh, gw = max(round(h / p), 1), max(round(w / p), 1)
         acc, count = None, inputs.new_zeros(1, gh, gw)
-        for hi in range(max(h - ch + sh - 1, 0) // sh + 1):
-            for wi in range(max(w - cw + sw - 1, 0) // sw + 1):
-                y1, x1 = hi * sh, wi * sw
-                y2, x2 = min(y1 + ch, h), min(x1 + cw, w)
-                y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
-                d = F.normalize(self.backbone.forward_dense(
-                    inputs[:, :, y1:y2, x1:x2])['dense'][0].float(), dim=0)
+        windows = self.slide_windows(h, w)
+        crop_h, crop_w = windows[0][1] - windows[0][0], windows[0][3] - windows[0][2]
+        step = self.crops_per_pass(crop_h, crop_w)
+        for i in range(0, len(windows), step):              # equal-sized crops, batched
+            group = windows[i:i + step]
+            crops = torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in group])
+            dense = F.normalize(_at_least_fp32(
+                self.backbone.forward_dense(crops, with_global=False)['dense']), dim=1)
+            for d, (y1, y2, x1, x2) in zip(dense, group):
                 gy1, gy2 = round(y1 * gh / h), max(round(y2 * gh / h), round(y1 * gh / h) + 1)
                 gx1, gx2 = round(x1 * gw / w), max(round(x2 * gw / w), round(x1 * gw / w) + 1)
                 if d.shape[-2:] != (gy2 - gy1, gx2 - gx1):

@@ -4,8 +4,8 @@
 #   (mmseg's tools/dataset_converters/coco_stuff164k.py); labels 0-170, 255 = unlabeled.
 # Dataset class: COCOStuffDataset (mmseg).
 # Test resize: short side 448 (Resize scale=(2048, 448), keep_ratio) as in SCLIP's and
-# NACLIP's configs/cfg_coco_stuff164k.py; ClearCLIP leaves override test_pipeline with their
-# own scale.
+# ClearCLIP's configs/cfg_coco_stuff164k.py; NACLIP's sets short side 336, so the NACLIP leaf
+# overrides test_pipeline.
 # Metrics: IoUMetric (mIoU) from ../default_runtime.py (a second test_evaluator here would clash
 # with it: MMEngine forbids the same key in two _base_ files).
 dataset_type = 'COCOStuffDataset'

@@ -1,4 +1,3 @@
-from .inference import (SegmentationResult, init_segmentor, segment, segmentor_config,
-                        summarize)
+from .inference import SegmentationResult, init_segmentor, segment, segmentor_config, summarize
 
 __all__ = ['init_segmentor', 'segment', 'segmentor_config', 'SegmentationResult', 'summarize']

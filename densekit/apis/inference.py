@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config
 
 from ..datasets.shapes import STUFF_CLASSES
-from ..utils.io import read_image
+from ..utils.io import UNKNOWN_16BIT, encode_label_map, label_encoding, read_image
 
 # Inference protocol of the training-free papers (SCLIP / NACLIP): short side 336,
 # 224 crops with stride 112, logit scale 40.
@@ -29,6 +29,10 @@ MODEL_DEFAULTS = {'shapes-tiny': dict(short_side=224, crop=64, stride=32, dense_
                                       proposal_dense_mode='clearclip',
                                       region_dense_mode='maskclip',
                                       background=STUFF_CLASSES)}
+
+# The label a segmentor built here gives unknown pixels: outside any vocabulary densekit
+# encodes (label PNGs hold at most 65534 classes), so it never collides with a class index.
+UNKNOWN_LABEL = UNKNOWN_16BIT
 
 _ENSEMBLE = dict(type='densekit.EnsembleMaskClassifier', crop_weight=0.5)
 # Weight-free proposal methods with the settings of configs/proposals/*_shapes_tiny.py: the
@@ -55,7 +59,7 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
                      vocabulary=None, templates='imagenet80', short_side: Optional[int] = None,
                      slide: bool = True, crop: Optional[int] = None, stride: Optional[int] = None,
                      logit_scale: Optional[float] = None, prob_thd: float = 0.0,
-                     bg_index: int = 0, refine: Optional[bool] = None,
+                     bg_index: Optional[int] = 0, refine: Optional[bool] = None,
                      mode_cfg: Optional[dict] = None, proposals: Optional[str] = None,
                      background: Optional[Sequence[str]] = None,
                      **model_overrides) -> Config:
@@ -66,7 +70,9 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
     model's defaults (``MODEL_DEFAULTS``: the embedded shapes-tiny uses vanilla dense maps,
     clearclip under superpixels, maskclip + PAMR for dense regions with the Shapes background
     classes left out, 64 px windows on a 224 px short side; other CLIPs naclip, 224 px windows on
-    336, no background classes)."""
+    336, no background classes). ``bg_index`` labels pixels below ``prob_thd`` (0: the first
+    class, e.g. a background class; ``None``: unknown, ``UNKNOWN_LABEL``, which
+    :func:`segment` reports as the label PNG's unknown value)."""
     d = dict(DEFAULTS, **MODEL_DEFAULTS.get(model, {}))
     if proposals is not None and proposals not in PROPOSAL_METHODS:
         raise ValueError(f'unknown proposals {proposals!r}; expected one of '
@@ -88,7 +94,7 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
         text_encoder=dict(templates=templates),
         vocabulary=vocabulary,
         logit_scale=logit_scale or d['logit_scale'],
-        prob_thd=prob_thd, bg_index=bg_index,
+        prob_thd=prob_thd, bg_index=UNKNOWN_LABEL if bg_index is None else bg_index,
         refine=dict(type='densekit.PAMR') if refine else None,
         test_cfg=test_cfg)
     if proposals is not None:
@@ -98,7 +104,8 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
                                           else background)
         model_cfg.update(type='ProposalSegmentor', proposer=proposer,
                          classifier=dict(method['classifier']), uncovered='dense',
-                         min_region_area=method.get('min_region_area', 0))
+                         min_region_area=method.get('min_region_area', 0),
+                         none_label=UNKNOWN_LABEL)
     model_cfg.update(model_overrides)
     return Config(dict(
         default_scope='mmseg',
@@ -123,38 +130,80 @@ def init_segmentor(config: Union[str, Config, None] = None, device: str = 'cpu',
 
 @dataclass
 class SegmentationResult:
-    """``label [H, W]`` class indices (``255`` = unknown), ``scores [K, H, W]`` probabilities."""
+    """One segmented image.
+
+    ``label [H, W]``: class indices as the label PNG stores them (:func:`encode_label_map`):
+    ``uint8`` with 255 = unknown below 255 classes, else ``uint16`` with 65535 = unknown.
+    ``score [H, W]`` float32: the probability of each pixel's class (0 where unknown).
+    ``scores [K, H, W]``: every class's probability, kept only with ``segment(...,
+    keep_scores=True)`` (at full resolution it is ``4 K H W`` bytes)."""
     label: np.ndarray
-    scores: np.ndarray
+    score: np.ndarray
     classes: List[str]
+    scores: Optional[np.ndarray] = None
+
+    @property
+    def unknown(self) -> int:
+        """The label value of unknown pixels (255 or 65535)."""
+        return label_encoding(len(self.classes))[1]
 
     def summary(self) -> dict:
-        return summarize(self.label, self.scores, self.classes)
+        return summarize(self.label, self.score, self.classes)
 
 
-def summarize(label: np.ndarray, scores: np.ndarray, classes: List[str]) -> dict:
-    """Per-class pixel share and mean score over the pixels assigned to the class."""
-    total = label.size
-    rows = []
-    for i, name in enumerate(classes):
-        mask = label == i
-        n = int(mask.sum())
-        if n:
-            rows.append(dict(index=i, name=name, pixel_share=round(n / total, 6),
-                             mean_score=round(float(scores[i][mask].mean()), 6)))
+def summarize(label: np.ndarray, score: np.ndarray, classes: List[str]) -> dict:
+    """Per-class pixel share and mean score over the pixels assigned to the class. ``score`` is
+    ``[H, W]`` (each pixel's class probability) or ``[K, H, W]``; labels outside
+    ``0 .. K-1`` are unknown."""
+    k, total = len(classes), label.size
+    label = np.asarray(label).astype(np.int64)
+    valid = (label >= 0) & (label < k)
+    if score.ndim == 3:
+        score = np.take_along_axis(score, np.clip(label, 0, k - 1)[None], 0)[0]
+    counts = np.bincount(label[valid], minlength=k)
+    sums = np.bincount(label[valid], weights=score[valid].astype(np.float64), minlength=k)
+    rows = [dict(index=i, name=name, pixel_share=round(int(counts[i]) / total, 6),
+                 mean_score=round(float(sums[i] / counts[i]), 6))
+            for i, name in enumerate(classes) if counts[i]]
     rows.sort(key=lambda r: -r['pixel_share'])
     return dict(height=int(label.shape[0]), width=int(label.shape[1]), classes=rows,
-                unknown_share=round(float((label == 255).sum()) / total, 6))
+                unknown_share=round(float((~valid).sum()) / total, 6))
 
 
-def segment(model, image: Union[str, np.ndarray], vocabulary=None) -> SegmentationResult:
-    """Segment one image (a path or a BGR ``uint8`` array, mmcv's convention)."""
+def model_inputs(model, image: np.ndarray) -> torch.Tensor:
+    """A BGR ``uint8 [H, W, 3]`` image -> the normalised ``[1, 3, h, w]`` tensor the model
+    sees in :func:`segment`: its config's test pipeline (the test resize) and its data
+    preprocessor, as ``mmseg.apis.inference_model`` runs them."""
+    from mmengine.dataset import Compose
+    from mmengine.registry import init_default_scope
+    init_default_scope(model.cfg.get('default_scope', 'mmseg'))
+    pipeline = [dict(t) for t in model.cfg.test_pipeline if t['type'] != 'LoadAnnotations']
+    if pipeline and pipeline[0]['type'] == 'LoadImageFromFile':
+        pipeline[0]['type'] = 'LoadImageFromNDArray'
+    data = Compose(pipeline)(dict(img=image))
+    batch = model.data_preprocessor(dict(inputs=[data['inputs']],
+                                         data_samples=[data['data_samples']]), False)
+    return batch['inputs']
+
+
+def segment(model, image: Union[str, np.ndarray], vocabulary=None,
+            keep_scores: bool = False) -> SegmentationResult:
+    """Segment one image (a path or a BGR ``uint8`` array, mmcv's convention). The
+    ``[K, H, W]`` class probabilities are reduced to each pixel's own score and dropped unless
+    ``keep_scores``."""
     from mmseg.apis import inference_model
     if vocabulary is not None:
         model.set_vocabulary(vocabulary)
     img = read_image(image) if isinstance(image, str) else image
+    classes = list(model.vocabulary.names)
+    k = len(classes)
     with torch.no_grad():
         sample = inference_model(model, img)
-    label = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
-    scores = sample.seg_logits.data.float().cpu().numpy()
-    return SegmentationResult(label, scores, list(model.vocabulary.names))
+        pred = sample.pred_sem_seg.data[0].cpu()
+        probs = sample.seg_logits.data
+        valid = (pred >= 0) & (pred < k)
+        score = probs.gather(0, pred.clamp(0, k - 1)[None].to(probs.device))[0].float().cpu()
+        score = torch.where(valid, score, torch.zeros_like(score)).numpy()
+        scores = probs.float().cpu().numpy() if keep_scores else None
+    del sample, probs
+    return SegmentationResult(encode_label_map(pred.numpy(), k), score, classes, scores)

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import os.path as osp
+import re
 import zipfile
 from typing import Optional
 
@@ -55,7 +56,8 @@ def build_clip(model: str = 'shapes-tiny',
 
     Args:
         model: an open_clip architecture (``'ViT-B-16'``), a config shipped in
-            ``densekit/clip/model_configs`` (``'densekit-tiny-vit'``) or a preset (``'shapes-tiny'``).
+            ``densekit/clip/model_configs`` (``'densekit-tiny-vit'``) or a preset
+            (``'shapes-tiny'``).
         pretrained: an open_clip pretrained tag (``'openai'``, ``'laion2b_s34b_b88k'``); open_clip
             downloads it on machines with a network. A file path is treated as ``checkpoint``.
         checkpoint: a local file: OpenAI's TorchScript or state-dict ``.pt``, an open_clip state
@@ -115,8 +117,42 @@ def _quiet_random_init(active: bool):
 def _is_torchscript(path):
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith('constants.pkl') or '/code/' in n for n in zf.namelist())
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith('constants.pkl') or '/code/' in n for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False                         # torch.load reports the broken archive
+
+
+def _first_line(e: BaseException) -> str:
+    """``Type: first sentence`` of an error (for torch's weights-only refusals, the reason
+    after ``WeightsUnpickler error:``, without its advice to disable ``weights_only``)."""
+    text = str(e)
+    detail = re.search(r'WeightsUnpickler error:\s*(.+)', text, re.S)
+    text = detail.group(1).strip().split('\n\n')[0] if detail else text
+    text = ' '.join(text.split())
+    text = re.split(r'(?<=[.!?])\s', text, maxsplit=1)[0][:160]
+    return f'{type(e).__name__}: {text}'.rstrip(': ')
+
+
+# What a file that none of the readers accepts was expected to be.
+_EXPECTED = ('expected a torch state dict (.pt / .pth), a .safetensors file or an OpenAI '
+             'TorchScript archive')
+
+
+def _load_error(path: str, e: BaseException, allow_pickle: bool) -> ValueError:
+    """A one-line error for a checkpoint ``torch.load`` could not read. ``allow_pickle`` is
+    suggested only when the file is a valid pickle refused for the Python objects it holds."""
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    found = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+    if found and not allow_pickle and (head.startswith(b'PK') or head[:1] == b'\x80'):
+        return ValueError(f'{path} pickles Python objects besides tensors (e.g. '
+                          f'{found.group(1)}); if you trust the file, pass allow_pickle=True')
+    kind = ('a broken or truncated zip archive' if head.startswith(b'PK')
+            else 'a broken pickle' if head[:1] == b'\x80'
+            else 'not a checkpoint (neither a zip archive nor a pickle)')
+    return ValueError(f'{path} is {kind} ({_first_line(e)}); {_EXPECTED}')
 
 
 def read_state_dict(path: str, allow_pickle: bool = False) -> dict:
@@ -125,18 +161,23 @@ def read_state_dict(path: str, allow_pickle: bool = False) -> dict:
         raise FileNotFoundError(f'checkpoint not found: {path}')
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except Exception as e:  # noqa: BLE001 - SafetensorError and OSError, re-raised in one line
+            raise ValueError(f'{path} is not a valid safetensors file, it may be truncated '
+                             f'({_first_line(e)})') from None
     elif _is_torchscript(path):
         # OpenAI's released .pt files are TorchScript archives (no arbitrary pickle code).
-        state = torch.jit.load(path, map_location='cpu').state_dict()
+        try:
+            state = torch.jit.load(path, map_location='cpu').state_dict()
+        except Exception as e:  # noqa: BLE001 - any TorchScript failure, re-raised in one line
+            raise ValueError(f'{path} looks like a TorchScript archive (OpenAI .pt) but torch '
+                             f'cannot load it ({_first_line(e)}); {_EXPECTED}') from None
     else:
         try:
             state = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
-        except Exception as e:  # noqa: BLE001 - re-raised with the remedy
-            if allow_pickle:
-                raise
-            raise ValueError(f'{path} is not a plain tensor checkpoint ({type(e).__name__}); if '
-                             'you trust the file, pass allow_pickle=True') from e
+        except Exception as e:  # noqa: BLE001 - any reader failure, re-raised in one line
+            raise _load_error(path, e, allow_pickle) from None
     for key in ('state_dict', 'model', 'module'):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

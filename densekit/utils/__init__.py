@@ -1,5 +1,18 @@
-from .io import ImageReadError, atomic_write, check_writable_dir, read_image
-from .visualization import make_palette, overlay_with_legend
+from .io import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    ImageTooLargeError,
+    atomic_write,
+    check_writable_dir,
+    decode_image,
+    encode_label_map,
+    label_encoding,
+    load_image,
+    read_image,
+)
+from .visualization import blend_labels, make_palette, mask_overlay_rgba, overlay_with_legend
 
-__all__ = ['ImageReadError', 'atomic_write', 'check_writable_dir', 'read_image',
-           'make_palette', 'overlay_with_legend']
+__all__ = ['DEFAULT_MAX_PIXELS', 'ImageReadError', 'ImageTooLargeError', 'atomic_write',
+           'check_writable_dir', 'decode_image', 'encode_label_map', 'label_encoding',
+           'load_image', 'read_image', 'blend_labels', 'make_palette', 'mask_overlay_rgba',
+           'overlay_with_legend']

@@ -16,7 +16,7 @@ HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, osp.dirname(HERE))  # run from a checkout without installing
 
 
-from densekit.apis.cli import add_clip_args  # noqa: E402
+from densekit.apis.cli import add_clip_args, dense_mode_names  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument('--port', type=int, default=7860)
     add_clip_args(p)
     p.add_argument('--mode', default=None,
-                   choices=['vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'],
+                   choices=dense_mode_names(),
                    help='initial dense attention mode (the page can change it; default: the '
                         "model's for the --proposals method, maskclip for shapes-tiny's dense "
                         'regions, naclip for other CLIPs)')

@@ -190,9 +190,8 @@ def test_finetune_phase_pools_a_subset_of_patches():
 def test_eval_zero_shot_cls_reports_patch_accuracy(tmp_path, capsys):
     import json
     from densekit.datasets.shapes import generate_split
-    from helpers import load_tool
+    from densekit.apis.commands import eval_zero_shot_cls as tool
     generate_split(str(tmp_path), 'val', 3, seed=5, min_size=96, max_size=128)
-    tool = load_tool('eval_zero_shot_cls')
     assert tool.main(['--data', str(tmp_path), '--split', 'val']) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     ann = json.loads((tmp_path / 'annotations' / 'instances_val.json').read_text())

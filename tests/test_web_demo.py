@@ -73,7 +73,9 @@ def test_index_static_and_config(client):
     assert b'http' not in client.get('/').data.replace(b'http://', b'')  # no external assets
     cfg = client.get('/api/config').get_json()
     assert EXAMPLE in cfg['examples']
-    assert cfg['modes'] == ['vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip']
+    from densekit.registry import DENSE_MODES
+    assert cfg['modes'] == list(DENSE_MODES.module_dict)        # the registry, in order
+    assert {'vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'} <= set(cfg['modes'])
     assert 'star' in cfg['vocabulary'] and cfg['sam'] is False
 
 
@@ -105,6 +107,21 @@ def test_bad_uploads(client, app):
     assert r.status_code == 413 and '20 MB' in r.get_json()['error']
 
 
+def test_huge_upload_is_refused_from_its_header(client, monkeypatch):
+    """A small file whose header announces 20000 x 20000 pixels: 413 before any decoding."""
+    import densekit.utils.io as io_mod
+
+    from helpers import png_header_only
+
+    def no_decode(*a, **k):
+        raise AssertionError('decoded an upload that should have been refused from its header')
+    monkeypatch.setattr(io_mod.cv2, 'imdecode', no_decode)
+    r = client.post('/api/image', data={'file': (io.BytesIO(png_header_only(20000, 20000)),
+                                                 'bomb.png')},
+                    content_type='multipart/form-data')
+    assert r.status_code == 413 and 'too large' in r.get_json()['error']
+
+
 def test_large_image_is_downscaled_with_notice(client):
     r = client.post('/api/image', data={'file': (io.BytesIO(png_bytes(600, 2000)), 'w.png')},
                     content_type='multipart/form-data')
@@ -121,7 +138,7 @@ def test_click_names_a_mask_and_caches(client, engine):
     assert out['mask'].startswith('data:image/png;base64,') and out['area'] > 0
     assert len(out['labels']) == 5 and all(0 <= row['score'] <= 1 for row in out['labels'])
     assert out['labels'][0]['score'] >= out['labels'][-1]['score']
-    entry = engine_store(client).get(d['id'])
+    entry = engine_store(client).get(d['id']).session
     mode = engine.model.backbone.dense_mode               # the page's current dense mode
     assert entry.superpixels is not None and mode in entry.dense
     dense = entry.dense[mode]
@@ -148,11 +165,25 @@ def test_bad_clicks(client):
         (dict(id=d['id'], points=[[10, 10]], labels=[0]), 400, 'positive'),
         (dict(id=d['id'], points=[[10, 10], [10, 10]], labels=[1, 0]), 400, 'empty'),
         (dict(id=d['id'], points=[STAR], vocab=' , ;'), 400, 'vocabulary is empty'),
-        (dict(id=d['id'], points=[['a', 'b']]), 400, 'points must be'),
+        (dict(id=d['id'], points=[['a', 'b']]), 400, 'point 0 x must be a number'),
+        (dict(id=d['id'], points=[[10, 10, 3]]), 400, 'point 0 must be [x, y]'),
+        (dict(id=d['id'], points='10,10'), 400, 'points must be [[x, y], ...]'),
+        (dict(id=d['id'], points=[[int('9' * 400), 10]]), 400, 'must be a number'),
+        (dict(id=d['id'], points=[STAR], labels=[float('inf')]), 400,
+         'a label must be a finite number'),
+        (dict(id=d['id'], points=[STAR], labels=[2]), 400, 'labels are 1 (positive) or 0'),
+        (dict(id=d['id'], box=[10, float('nan'), 50, 60]), 400,
+         'a box coordinate must be a finite number'),
+        (dict(id=d['id'], box=[10, 20, 50]), 400, 'a box is [x1, y1, x2, y2] (4 numbers)'),
+        (dict(id=d['id'], box=[30, 20, 30, 90]), 400, 'The box has no area (0x70 px)'),
+        (dict(id=d['id'], box=[100, 100, 102, 102]), 400, 'covers no superpixel'),
+        (dict(id=d['id'], points=[STAR], vocab='star, wall, Star'), 400,
+         "duplicate name 'Star'"),
         (dict(id='nope', points=[STAR]), 404, 'no longer on the server'),
     ]
     for body, status, text in cases:
-        r = client.post('/api/click', json=body)
+        # json.dumps writes inf / nan as Infinity / NaN, which Flask's parser accepts
+        r = client.post('/api/click', data=json.dumps(body), content_type='application/json')
         assert r.status_code == status and text in r.get_json()['error'], (body, r.get_json())
     r = client.post('/api/click', data='not json', content_type='text/plain')
     assert r.status_code == 400
@@ -186,6 +217,29 @@ def test_segment_and_downloads(client):
     assert type(engine.model.proposer).__name__ == 'DenseRegionProposer'
     assert type(engine.click_classifier).__name__ == 'EnsembleMaskClassifier'
     assert np.isin(label, [0, 1]).mean() > 0.5          # wall and water cover most of it
+
+
+def test_many_classes_give_a_16_bit_label_png(monkeypatch):
+    """The page's class limit is the demo's choice; the label download follows the library's
+    encoding: 16-bit with 65535 = unknown from 255 classes on. (A small engine: one prompt
+    template, so 300 class names encode in a moment.)"""
+    import densekit.web.app as web_app
+    from densekit.apis import init_segmentor
+    monkeypatch.setattr(web_app, 'MAX_CLASSES', 300)
+    seg = init_segmentor(model='densekit-tiny-vit', templates='single', short_side=64, crop=64,
+                         stride=32, proposals='slic', bg_index=None, vocabulary=['a', 'b'])
+    client = create_app(engine=web_app.DemoEngine(seg)).test_client()
+    d = load_example(client)
+    names = [f'thing{i}' for i in range(300)]
+    r = client.post('/api/segment', json=dict(id=d['id'], vocab=', '.join(names)))
+    assert r.status_code == 200, r.get_json()
+    label = cv2.imdecode(np.frombuffer(client.get(r.get_json()['label_url']).data, np.uint8),
+                         cv2.IMREAD_UNCHANGED)
+    summary = json.loads(client.get(r.get_json()['json_url']).data)
+    assert label.dtype == np.uint16 and summary['unknown_label'] == 65535
+    assert set(np.unique(label).tolist()) <= set(range(300)) | {65535}
+    for row in summary['classes']:
+        assert row['pixel_share'] == pytest.approx((label == row['index']).mean(), abs=1e-6)
 
 
 def test_vocabulary_is_never_a_path(client, engine):

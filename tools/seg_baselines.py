@@ -1,54 +1,13 @@
 """Trivial segmentation baselines on a Shapes split, scored like tools/test.py (mmseg IoUMetric).
 
-    python tools/seg_baselines.py --data data/shapes --split val
-
-``majority``: every pixel gets the class most frequent in the train split's label maps. In the
-Shapes world every pixel is stuff or thing (there is no background class), so the
-"all-background" baseline is the same prediction: the majority class is a stuff class.
+A shell over :mod:`densekit.apis.commands.seg_baselines` (``--help`` for the options).
 """
-import argparse
-import glob
-import json
 import os.path as osp
 import sys
 
-import cv2
-import numpy as np
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--data', default='data/shapes')
-    p.add_argument('--split', default='val')
-    args = p.parse_args(argv)
-    import torch
-    from mmengine.structures import PixelData
-    from mmseg.evaluation import IoUMetric
-    from mmseg.structures import SegDataSample
-
-    from densekit.datasets.shapes import CLASSES
-    train = sorted(glob.glob(osp.join(args.data, 'labels', 'train', '*.png')))
-    files = sorted(glob.glob(osp.join(args.data, 'labels', args.split, '*.png')))
-    if not train or not files:
-        print(f'error: no label maps under {args.data}/labels/{{train,{args.split}}}; run '
-              f'tools/make_shapes.py --out {args.data}', file=sys.stderr)
-        return 2
-    counts = sum(np.bincount(cv2.imread(f, cv2.IMREAD_UNCHANGED).ravel(),
-                             minlength=len(CLASSES)) for f in train)
-    majority = int(np.argmax(counts))
-    metric = IoUMetric(iou_metrics=['mIoU'])
-    metric.dataset_meta = dict(classes=CLASSES)
-    for f in files:
-        gt = torch.from_numpy(cv2.imread(f, cv2.IMREAD_UNCHANGED).astype(np.int64))
-        s = SegDataSample()
-        s.gt_sem_seg = PixelData(data=gt[None])
-        s.pred_sem_seg = PixelData(data=torch.full_like(gt, majority)[None])
-        metric.process({}, [s.to_dict()])
-    res = metric.compute_metrics(metric.results)
-    print(json.dumps(dict(baseline='majority', majority_class=CLASSES[majority],
-                          split=args.split, **{k: round(float(v), 2) for k, v in res.items()})))
-    return 0
-
+from densekit.apis.commands.seg_baselines import main  # noqa: E402  (after the checkout path)
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -9,7 +9,7 @@ overlapping proposals at several granularities. There is no quality measure: eve
 * Felzenszwalb & Huttenlocher, "Efficient Graph-Based Image Segmentation", IJCV 2004
   (``skimage.segmentation.felzenszwalb``; larger ``scale`` gives larger segments).
 """
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -70,17 +70,18 @@ class SLICProposer(MaskProposer):
         self.max_num_iter = int(max_num_iter)
         self.min_segment_px = max(int(min_segment_px), 1)
 
-    def propose(self, image: np.ndarray, **prompts) -> Proposals:
+    def partitions(self, image: np.ndarray) -> List[np.ndarray]:
+        """One SLIC label map ``[H, W]`` (ids from 0) per ``n_segments`` setting."""
         segmentation = _skimage_segmentation()
         h, w = image.shape[:2]
-        parts = []
-        for n in self.n_segments:
-            n = max(1, min(n, (h * w) // self.min_segment_px))
-            labels = segmentation.slic(image, n_segments=n, compactness=self.compactness,
-                                       sigma=self.sigma, max_num_iter=self.max_num_iter,
-                                       start_label=0, channel_axis=-1)
-            parts.append(labels_to_proposals(labels))
-        return _concat(parts, h, w)
+        return [segmentation.slic(image, n_segments=max(1, min(n, (h * w) // self.min_segment_px)),
+                                  compactness=self.compactness, sigma=self.sigma,
+                                  max_num_iter=self.max_num_iter, start_label=0, channel_axis=-1)
+                for n in self.n_segments]
+
+    def propose(self, image: np.ndarray, **prompts) -> Proposals:
+        h, w = image.shape[:2]
+        return _concat([labels_to_proposals(lab) for lab in self.partitions(image)], h, w)
 
 
 @MODELS.register_module()

@@ -1,11 +1,14 @@
 """The interactive web demo: a Flask app serving one plain HTML/JS page (no CDN, no external
-assets) and a small JSON API.
+assets) and a small JSON API. The model work is the library's
+(:class:`~densekit.apis.interactive.InteractiveSegmenter`); each handler here parses a request,
+calls the library and formats the answer.
 
     from densekit.web import create_app
     app = create_app()            # embedded shapes-tiny; SLIC for clicks, dense regions to Segment
     app.run('127.0.0.1', 7860)
 
-API (all answers JSON; errors are ``{"error": message}`` with a 4xx status):
+API (all answers JSON; errors are ``{"error": message}`` with a 4xx status, never a 500 for a
+bad request):
 
 * ``GET  /api/config``                   examples, dense modes, default vocabulary, limits
 * ``POST /api/image``                    multipart ``file`` or form ``example`` (a name from
@@ -16,7 +19,8 @@ API (all answers JSON; errors are ``{"error": message}`` with a 4xx status):
   score}], area}``
 * ``POST /api/segment``                  ``{id, vocab, mode}`` -> ``{overlay: data-URL PNG,
   legend: [{name, color, share, score}], label_url, json_url}``
-* ``GET  /api/result/<id>/label.png``    class indices (255 = unknown) of the last segmentation
+* ``GET  /api/result/<id>/label.png``    class indices of the last segmentation (8-bit, 255 =
+  unknown; 16-bit, 65535 = unknown, for 255 classes or more)
 * ``GET  /api/result/<id>/summary.json`` per-class pixel share and mean score
 """
 import base64
@@ -33,17 +37,22 @@ import torch
 from flask import Flask, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from ..apis.cli import dense_mode_names
+from ..apis.interactive import InteractiveSegmenter, PromptError
+from ..utils.io import ImageReadError, ImageTooLargeError
+from ..utils.io import decode_image as decode_bytes
+from ..utils.visualization import blend_labels, hex_colour, make_palette, mask_overlay_rgba
 from .state import ImageStore
 
 HERE = osp.dirname(osp.abspath(__file__))
 STATIC = osp.join(HERE, 'static')
 DEFAULT_EXAMPLES = osp.join(osp.dirname(osp.dirname(HERE)), 'demo', 'assets')
-DENSE_MODES = ('vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip')
 MAX_UPLOAD_MB = 20
 MAX_SIDE = 1024                      # long side above this is downscaled (with a notice)
-MAX_PIXELS = 60_000_000              # decoded images larger than this are refused
+MAX_PIXELS = 60_000_000              # larger images are refused (from the header: not decoded)
 MAX_CLASSES, MAX_NAME = 64, 80
 TOP_K = 5
+FORMATS = 'PNG, JPEG, BMP, WebP or TIFF'
 
 
 class DemoError(Exception):
@@ -61,9 +70,10 @@ def _png_data_url(img: np.ndarray) -> str:
     return 'data:image/png;base64,' + base64.b64encode(buf.tobytes()).decode('ascii')
 
 
-def parse_vocabulary(spec) -> list:
-    """A comma-separated string from the page -> class names (``"name; synonym"`` kept).
-    Never treated as a file path (unlike ``Vocabulary.parse``)."""
+def parse_vocabulary(spec):
+    """A comma-separated string from the page -> a ``Vocabulary`` (``"name; synonym"`` kept,
+    duplicates refused). Never treated as a file path (unlike ``Vocabulary.parse``)."""
+    from ..clip.vocabulary import Vocabulary
     if not isinstance(spec, str):
         raise DemoError('the vocabulary must be text: class names separated by commas')
     names = [c.strip() for c in spec.replace('\n', ',').split(',')]
@@ -76,172 +86,56 @@ def parse_vocabulary(spec) -> list:
     long = [c for c in names if len(c) > MAX_NAME]
     if long:
         raise DemoError(f'class name too long ({len(long[0])} characters, at most {MAX_NAME})')
-    return names
+    try:
+        return Vocabulary(names)
+    except ValueError as e:
+        raise DemoError(f'{e}') from None
 
 
 def decode_image(data: bytes, filename: str = 'upload'):
-    """Bytes -> (RGB uint8 [H, W, 3], notice). Raises :class:`DemoError` for non-images."""
+    """Bytes -> (RGB uint8 [H, W, 3], notice): the size is checked from the header before
+    decoding (413 above ``MAX_PIXELS``), the long side downscaled to ``MAX_SIDE``."""
     if not data:
-        raise DemoError(f'"{filename}" is empty: choose an image file (PNG, JPEG, BMP, WebP, '
-                        'TIFF).')
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.ndim != 3 or min(img.shape[:2]) < 1:
-        raise DemoError(f'"{filename}" is not an image we can read: choose a PNG, JPEG, BMP, '
-                        'WebP or TIFF file.')
-    h, w = img.shape[:2]
-    if h * w > MAX_PIXELS:
-        raise DemoError(f'"{filename}" is {w}x{h} pixels, too large (at most '
-                        f'{MAX_PIXELS // 1_000_000} megapixels)', 413)
-    notice = ''
-    if max(h, w) > MAX_SIDE:
-        s = MAX_SIDE / max(h, w)
-        nw, nh = max(1, round(w * s)), max(1, round(h * s))
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
-        notice = f'The image was {w}x{h}; it was downscaled to {nw}x{nh} for the demo.'
-    return np.ascontiguousarray(img[..., ::-1]), notice
+        raise DemoError(f'"{filename}" is empty: choose an image file ({FORMATS}).')
+    try:
+        bgr, notice = decode_bytes(data, f'"{filename}"', max_side=MAX_SIDE,
+                                   max_decode_pixels=MAX_PIXELS)
+    except ImageTooLargeError:
+        raise DemoError(f'"{filename}" is too large (at most {MAX_PIXELS // 1_000_000} '
+                        'megapixels)', 413) from None
+    except ImageReadError:
+        raise DemoError(f'"{filename}" is not an image we can read: choose a {FORMATS} '
+                        'file.') from None
+    return np.ascontiguousarray(bgr[..., ::-1]), notice
 
 
 class DemoEngine:
-    """The model side: a ProposalSegmentor (dense regions by default) plus an optional SAM
-    prompt proposer; clicks and boxes become masks named by ``click_classifier`` (default: the
-    segmentor's mask classifier)."""
+    """The model side: an :class:`InteractiveSegmenter` over a ProposalSegmentor (dense
+    regions by default), clicks named by ``click_classifier`` (default: the segmentor's mask
+    classifier), an optional SAM for prompts, and a lock (one model call at a time)."""
 
-    def __init__(self, segmentor, sam=None, default_vocab=None, n_superpixels: int = 100,
-                 click_classifier=None, proposals: Optional[str] = None):
-        self.model = segmentor
-        self.sam = sam
-        self.click_classifier = click_classifier or segmentor.classifier
+    def __init__(self, segmentor, sam=None, default_vocab=None, click_classifier=None,
+                 proposals: Optional[str] = None):
+        self.interactive = InteractiveSegmenter(segmentor, classifier=click_classifier, sam=sam)
+        self.model, self.sam = segmentor, sam
+        self.click_classifier = self.interactive.classifier
         # the method's name in the summary JSON (default: the proposer's class)
         self.proposals = proposals or type(segmentor.proposer).__name__
-        self.n_superpixels = int(n_superpixels)
-        self.lock = threading.Lock()            # one model call at a time
-        self._vocab = None
+        self.lock = threading.Lock()
         self.default_vocab = list(default_vocab or segmentor.vocabulary.names)
-        self.set_vocab(self.default_vocab)
-        cfg = getattr(segmentor, 'cfg', None)
-        self.short_side = self._short_side(cfg)
+        self.interactive.set_vocabulary(self.default_vocab)
 
-    @staticmethod
-    def _short_side(cfg) -> Optional[int]:
-        try:
-            for t in cfg.test_pipeline:
-                if t['type'] == 'Resize':
-                    return int(min(t['scale']))
-        except (AttributeError, KeyError, TypeError):
-            pass
-        return None
-
-    # ---------------------------------------------------------------- settings
-    def set_vocab(self, names):
-        if names != self._vocab:
-            self.model.set_vocabulary(list(names))
-            self._vocab = list(names)
-
-    def set_mode(self, mode):
-        if mode is None:
-            return self.model.backbone.dense_mode
-        if mode not in DENSE_MODES:
-            raise DemoError(f'unknown dense mode {mode!r}; choose one of {", ".join(DENSE_MODES)}')
-        bb = self.model.backbone
-        if mode != bb.dense_mode:
-            from densekit.clip.attention import get_dense_mode
-            if not bb.is_vit and mode != 'maskclip':
-                raise DemoError('this CLIP (a ResNet) supports only the maskclip mode')
-            bb.dense_mode, bb.mode_fn = mode, get_dense_mode(mode)
-        return mode
-
-    # ---------------------------------------------------------------- per-image caches
-    def _inputs(self, rgb: np.ndarray) -> torch.Tensor:
-        """CLIP-normalised ``[1, 3, h, w]`` at the test pipeline's scale (as ``segment``)."""
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
-        if self.short_side:
-            h, w = bgr.shape[:2]
-            s = min(self.short_side / min(h, w), 2048 / max(h, w))
-            bgr = cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s))),
-                             interpolation=cv2.INTER_LINEAR)
-        t = torch.from_numpy(bgr).permute(2, 0, 1).contiguous()
-        data = self.model.data_preprocessor(dict(inputs=[t]), False)
-        return data['inputs']
-
-    def dense(self, entry, mode: str) -> torch.Tensor:
-        if mode not in entry.dense:
-            with torch.no_grad():
-                entry.dense[mode] = self.model.dense_embeddings(self._inputs(entry.rgb))
-        return entry.dense[mode]
-
-    def superpixels(self, entry) -> np.ndarray:
-        if entry.superpixels is None:
-            from skimage.segmentation import slic
-            h, w = entry.rgb.shape[:2]
-            n = max(1, min(self.n_superpixels, h * w // 64))
-            entry.superpixels = slic(entry.rgb, n_segments=n, compactness=20.0, sigma=1.0,
-                                     start_label=0, channel_axis=-1).astype(np.int32)
-        return entry.superpixels
-
-    # ---------------------------------------------------------------- a click / box -> mask
-    def prompt_mask(self, entry, points, labels, box) -> np.ndarray:
-        h, w = entry.height, entry.width
-        if self.sam is not None:
-            self.sam.set_image(entry.rgb)
-            props = self.sam.predict(points=points or None,
-                                     point_labels=labels if points else None,
-                                     boxes=box)
-            return props.masks[0].cpu().numpy() if len(props) else np.zeros((h, w), bool)
-        sp = self.superpixels(entry)
-        mask = np.zeros((h, w), bool)
-        if box is not None:
-            x1, y1, x2, y2 = [int(round(v)) for v in box]
-            inside = np.zeros((h, w), bool)
-            inside[max(y1, 0):min(y2, h), max(x1, 0):min(x2, w)] = True
-            total = np.bincount(sp.ravel(), minlength=sp.max() + 1)
-            hit = np.bincount(sp[inside], minlength=sp.max() + 1)
-            mask |= np.isin(sp, np.nonzero(hit > 0.5 * np.maximum(total, 1))[0])
-        for (x, y), lab in zip(points, labels):
-            if lab:
-                mask |= sp == sp[int(y), int(x)]
-        for (x, y), lab in zip(points, labels):
-            if not lab:
-                mask &= sp != sp[int(y), int(x)]
-        return mask
-
-    def classify(self, entry, mask: np.ndarray, mode: str):
-        m = torch.from_numpy(mask)[None]
-        image = torch.from_numpy(entry.rgb).permute(2, 0, 1).float()
-        with torch.no_grad():
-            probs = self.click_classifier(m, self.model.text_embeddings(),
-                                          backbone=self.model.backbone, image=image,
-                                          dense=self.dense(entry, mode))[0]
-        k = min(TOP_K, probs.numel())
-        scores, idx = probs.topk(k)
-        names = self.model.vocabulary.names
-        return [dict(name=names[i], score=round(float(s), 4))
-                for s, i in zip(scores.tolist(), idx.tolist())]
-
-    # ---------------------------------------------------------------- full segmentation
-    def segment(self, entry):
-        from densekit.apis.inference import segment
-        from densekit.utils.visualization import make_palette
-        bgr = np.ascontiguousarray(entry.rgb[..., ::-1])
-        res = segment(self.model, bgr)
-        summary = res.summary()
-        palette = make_palette(len(res.classes))
-        valid = res.label != 255
-        out = entry.rgb.astype(np.float32)
-        out[valid] = 0.45 * out[valid] + 0.55 * palette[res.label[valid]]
-        out = out.astype(np.uint8)
-        edges = cv2.morphologyEx(res.label.astype(np.uint8), cv2.MORPH_GRADIENT,
-                                 np.ones((3, 3), np.uint8))
-        out[edges > 0] = 255
-        legend = [dict(name=r['name'], index=r['index'],
-                       color='#%02x%02x%02x' % tuple(int(c) for c in palette[r['index']]),
-                       share=r['pixel_share'], score=r['mean_score'])
-                  for r in summary['classes']]
-        ok, label_png = cv2.imencode('.png', res.label.astype(np.uint8))
-        report = dict(image=entry.name, vocabulary=res.classes,
-                      dense_mode=self.model.backbone.dense_mode,
-                      proposals=self.proposals, **summary)
-        entry.result = dict(label_png=label_png.tobytes(), summary=report)
-        return out, legend
+    def settings(self, mode, vocab):
+        """Apply a request's dense mode (``None``: keep) and vocabulary; call under ``lock``."""
+        if mode is not None:
+            if mode not in dense_mode_names():
+                raise DemoError(f'unknown dense mode {mode!r}; choose one of '
+                                f'{", ".join(dense_mode_names())}')
+            try:
+                self.interactive.set_dense_mode(mode)
+            except ValueError as e:
+                raise DemoError(str(e)) from None
+        self.interactive.set_vocabulary(vocab)
 
 
 def build_engine(model: str = 'shapes-tiny', pretrained=None, checkpoint=None,
@@ -252,39 +146,151 @@ def build_engine(model: str = 'shapes-tiny', pretrained=None, checkpoint=None,
     map's regions named by crops, the best measured method with shapes-tiny; ``'slic'``:
     superpixels named by the pooling + crop ensemble); clicks are always named by the ensemble.
     ``dense_mode`` None: the model's default for that method (``segmentor_config``)."""
-    from densekit.apis.inference import PROPOSAL_METHODS, init_segmentor
-    from densekit.datasets.shapes import CLASSES
-    from densekit.registry import MODELS
+    from ..apis.inference import PROPOSAL_METHODS, init_segmentor
+    from ..datasets.shapes import CLASSES
+    from ..registry import MODELS
     vocab = list(vocabulary or CLASSES)
     seg = init_segmentor(model=model, pretrained=pretrained, checkpoint=checkpoint,
                          dense_mode=dense_mode, vocabulary=vocab, proposals=proposals,
-                         device=device)
+                         bg_index=None, device=device)
     click = MODELS.build(dict(PROPOSAL_METHODS['slic']['classifier'])).to(device)
     sam = None
     if sam_checkpoint or sam_type == 'tiny':
-        from densekit.proposals import SAMPromptProposer
+        from ..proposals import SAMPromptProposer
         sam = SAMPromptProposer(model_type=sam_type, checkpoint=sam_checkpoint)
     return DemoEngine(seg, sam=sam, default_vocab=vocab, click_classifier=click,
                       proposals=proposals)
 
 
-def create_app(engine: Optional[DemoEngine] = None, examples_dir: Optional[str] = DEFAULT_EXAMPLES,
-               cache_size: int = 4, num_threads: Optional[int] = 1, **engine_kwargs) -> Flask:
-    """The Flask app. ``engine`` defaults to :func:`build_engine` (``engine_kwargs``: ``model``,
-    ``pretrained``, ``checkpoint``, ``dense_mode``, ``sam_checkpoint``, ``sam_type``, ...)."""
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    engine = engine or build_engine(**engine_kwargs)
-    store = ImageStore(cache_size)
-    examples = {}
-    if examples_dir and osp.isdir(examples_dir):
-        for p in sorted(glob.glob(osp.join(examples_dir, '*.png'))):
-            examples[osp.basename(p)] = p          # chosen by name from this fixed list
+def _safe(name: str) -> str:
+    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)[:60] or 'image'
 
-    app = Flask(__name__, static_folder=None)
-    app.config['MAX_CONTENT_LENGTH'] = MAX_UPLOAD_MB * 1024 * 1024
-    app.extensions['densekit_demo'] = dict(engine=engine, store=store, examples=examples)
 
+def _json_body() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise DemoError('expected a JSON object')
+    return data
+
+
+def _response(data, mimetype: str, download: Optional[str] = None):
+    """``data`` as a response; ``download``: offered as a file of that name."""
+    from flask import current_app
+    headers = {'Content-Disposition': f'attachment; filename="{_safe(download)}"'} \
+        if download else {}
+    return current_app.response_class(data, mimetype=mimetype, headers=headers)
+
+
+class DemoHandlers:
+    """One method per route: parse the request, call the engine, format the answer."""
+
+    def __init__(self, engine: DemoEngine, store: ImageStore, examples: dict):
+        self.engine, self.store, self.examples = engine, store, examples
+
+    # ------------------------------------------------------------------ helpers
+    def entry(self, image_id):
+        entry = self.store.get(image_id)
+        if entry is None:
+            raise DemoError('That image is no longer on the server (it keeps the last '
+                            f'{self.store.capacity}); load it again.', 404)
+        return entry
+
+    def vocab(self, data, default=None):
+        return parse_vocabulary(data.get('vocab', default))
+
+    # ------------------------------------------------------------------ routes
+    def config(self):
+        e = self.engine
+        return jsonify(examples=list(self.examples), modes=dense_mode_names(),
+                       mode=e.model.backbone.dense_mode, vocabulary=', '.join(e.default_vocab),
+                       sam=e.sam is not None, max_upload_mb=MAX_UPLOAD_MB, max_side=MAX_SIDE,
+                       max_megapixels=MAX_PIXELS // 1_000_000)
+
+    def upload(self):
+        name = request.form.get('example')
+        if name is not None:
+            if name not in self.examples:
+                raise DemoError(f'unknown example {name!r}; choose one of {list(self.examples)}')
+            with open(self.examples[name], 'rb') as f:
+                data = f.read()
+        else:
+            f = request.files.get('file')
+            if f is None:
+                raise DemoError('no image: choose a file or pick an example')
+            name = osp.basename(f.filename or 'upload')[:100]
+            data = f.read()
+        rgb, notice = decode_image(data, name)
+        entry = self.store.add(rgb, name, notice)
+        return jsonify(id=entry.id, width=entry.width, height=entry.height, notice=notice,
+                       name=name, url=f'/api/image/{entry.id}.png')
+
+    def image_png(self, image_id):
+        ok, buf = cv2.imencode('.png', self.entry(image_id).rgb[..., ::-1])
+        return _response(buf.tobytes(), 'image/png')
+
+    def click(self):
+        data = _json_body()
+        entry = self.entry(data.get('id'))
+        points, labels, box = data.get('points') or [], data.get('labels'), data.get('box')
+        if not isinstance(points, list) or not isinstance(labels, (list, type(None))):
+            raise DemoError('points must be [[x, y], ...], labels 1/0, box [x1, y1, x2, y2]')
+        vocab = self.vocab(data, ', '.join(self.engine.default_vocab))
+        t0, it = time.time(), self.engine.interactive
+        with self.engine.lock:
+            self.engine.settings(data.get('mode'), vocab)
+            it.set_image(entry.session)
+            try:
+                mask = it.predict_mask(points, labels, box or None)
+            except PromptError as e:
+                raise DemoError(str(e)) from None
+            names = it.name_mask(mask, TOP_K)
+        return jsonify(mask=_png_data_url(mask_overlay_rgba(mask)), labels=names,
+                       area=int(mask.sum()),
+                       method='sam' if self.engine.sam is not None else 'superpixels',
+                       seconds=round(time.time() - t0, 3))
+
+    def segment(self):
+        data = _json_body()
+        entry = self.entry(data.get('id'))
+        vocab = self.vocab(data)
+        t0, it = time.time(), self.engine.interactive
+        with self.engine.lock:
+            self.engine.settings(data.get('mode'), vocab)
+            it.set_image(entry.session)
+            res = it.segment()
+            mode = it.dense_mode
+        summary = res.summary()
+        palette = make_palette(len(res.classes))
+        overlay = blend_labels(entry.rgb, res.label, palette)
+        legend = [dict(name=r['name'], index=r['index'], color=hex_colour(palette[r['index']]),
+                       share=r['pixel_share'], score=r['mean_score'])
+                  for r in summary['classes']]
+        ok, label_png = cv2.imencode('.png', res.label)
+        entry.result = dict(label_png=label_png.tobytes(), summary=dict(
+            image=entry.name, vocabulary=res.classes, dense_mode=mode,
+            proposals=self.engine.proposals, unknown_label=res.unknown, **summary))
+        return jsonify(overlay=_png_data_url(overlay[..., ::-1]), legend=legend,
+                       label_url=f'/api/result/{entry.id}/label.png',
+                       json_url=f'/api/result/{entry.id}/summary.json',
+                       seconds=round(time.time() - t0, 3))
+
+    def _result(self, image_id):
+        entry = self.entry(image_id)
+        if entry.result is None:
+            raise DemoError('no segmentation yet for this image: press "Segment" first', 404)
+        return entry, osp.splitext(entry.name)[0] or 'image'
+
+    def result_label(self, image_id):
+        entry, stem = self._result(image_id)
+        return _response(entry.result['label_png'], 'image/png', f'{stem}_label.png')
+
+    def result_json(self, image_id):
+        entry, stem = self._result(image_id)
+        return _response(json.dumps(entry.result['summary'], indent=2), 'application/json',
+                         f'{stem}_summary.json')
+
+
+def _error_handlers(app: Flask):
     def err(message, status=400):
         return jsonify(error=message), status
 
@@ -307,149 +313,35 @@ def create_app(engine: Optional[DemoEngine] = None, examples_dir: Optional[str] 
         app.logger.exception('demo error')
         return err(f'Something went wrong on the server: {type(e).__name__}: {e}', 500)
 
-    @app.get('/')
-    def index():
-        return send_from_directory(STATIC, 'index.html')
 
-    @app.get('/static/<path:name>')
-    def static_file(name):
-        return send_from_directory(STATIC, name)
+def create_app(engine: Optional[DemoEngine] = None, examples_dir: Optional[str] = DEFAULT_EXAMPLES,
+               cache_size: int = 4, num_threads: Optional[int] = 1, **engine_kwargs) -> Flask:
+    """The Flask app. ``engine`` defaults to :func:`build_engine` (``engine_kwargs``: ``model``,
+    ``pretrained``, ``checkpoint``, ``dense_mode``, ``sam_checkpoint``, ``sam_type``, ...)."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    engine = engine or build_engine(**engine_kwargs)
+    store = ImageStore(cache_size)
+    examples = {}
+    if examples_dir and osp.isdir(examples_dir):
+        for p in sorted(glob.glob(osp.join(examples_dir, '*.png'))):
+            examples[osp.basename(p)] = p          # chosen by name from this fixed list
+    h = DemoHandlers(engine, store, examples)
 
-    @app.get('/api/config')
-    def config():
-        return jsonify(examples=list(examples), modes=list(DENSE_MODES),
-                       mode=engine.model.backbone.dense_mode,
-                       vocabulary=', '.join(engine.default_vocab),
-                       sam=engine.sam is not None, max_upload_mb=MAX_UPLOAD_MB,
-                       max_side=MAX_SIDE)
-
-    def get_entry(payload):
-        entry = store.get(payload.get('id'))
-        if entry is None:
-            raise DemoError('That image is no longer on the server (it keeps the last '
-                            f'{store.capacity}); load it again.', 404)
-        return entry
-
-    @app.post('/api/image')
-    def upload():
-        name = request.form.get('example')
-        if name is not None:
-            if name not in examples:
-                raise DemoError(f'unknown example {name!r}; choose one of {list(examples)}')
-            with open(examples[name], 'rb') as f:
-                data = f.read()
-        else:
-            f = request.files.get('file')
-            if f is None:
-                raise DemoError('no image: choose a file or pick an example')
-            name = osp.basename(f.filename or 'upload')[:100]
-            data = f.read()
-        rgb, notice = decode_image(data, name)
-        entry = store.add(rgb, name, notice)
-        return jsonify(id=entry.id, width=entry.width, height=entry.height, notice=notice,
-                       name=name, url=f'/api/image/{entry.id}.png')
-
-    @app.get('/api/image/<image_id>.png')
-    def image_png(image_id):
-        entry = get_entry(dict(id=image_id))
-        ok, buf = cv2.imencode('.png', entry.rgb[..., ::-1])
-        return app.response_class(buf.tobytes(), mimetype='image/png')
-
-    def payload():
-        data = request.get_json(silent=True)
-        if not isinstance(data, dict):
-            raise DemoError('expected a JSON object')
-        return data
-
-    def check_xy(entry, x, y):
-        if not (0 <= x < entry.width and 0 <= y < entry.height):
-            raise DemoError(f'The click ({x:.0f}, {y:.0f}) is outside the image '
-                            f'({entry.width}x{entry.height}).')
-
-    @app.post('/api/click')
-    def click():
-        data = payload()
-        entry = get_entry(data)
-        try:
-            points = [(float(x), float(y)) for x, y in (data.get('points') or [])]
-            labels = [1 if int(v) else 0 for v in (data.get('labels') or [1] * len(points))]
-            box = data.get('box')
-            box = [float(v) for v in box] if box else None
-        except (TypeError, ValueError):
-            raise DemoError('points must be [[x, y], ...], labels 1/0, box [x1, y1, x2, y2]')
-        if len(labels) != len(points):
-            raise DemoError(f'{len(points)} points but {len(labels)} labels')
-        if not points and box is None:
-            raise DemoError('Click on the image (or drag a box) to select something.')
-        for x, y in points:
-            check_xy(entry, x, y)
-        if box is not None:
-            x1, y1, x2, y2 = min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), \
-                max(box[1], box[3])
-            if x2 <= 0 or y2 <= 0 or x1 >= entry.width or y1 >= entry.height:
-                raise DemoError('The box is outside the image.')
-            box = [max(x1, 0), max(y1, 0), min(x2, entry.width), min(y2, entry.height)]
-        if points and not any(labels) and box is None:
-            raise DemoError('Only negative points: add a positive click (left click) first.')
-        vocab = parse_vocabulary(data.get('vocab', ', '.join(engine.default_vocab)))
-        t0 = time.time()
-        with engine.lock:
-            mode = engine.set_mode(data.get('mode'))
-            engine.set_vocab(vocab)
-            mask = engine.prompt_mask(entry, points, labels, box)
-            if not mask.any():
-                raise DemoError('The selection is empty (negative points removed everything); '
-                                'click again.')
-            labels_out = engine.classify(entry, mask, mode)
-        rgba = np.zeros((entry.height, entry.width, 4), np.uint8)
-        rgba[mask] = (60, 255, 60, 140)                  # BGRA: translucent bright green
-        edge = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT,
-                                np.ones((3, 3), np.uint8)) > 0
-        rgba[edge] = (255, 255, 255, 255)
-        return jsonify(mask=_png_data_url(rgba), labels=labels_out, area=int(mask.sum()),
-                       method='sam' if engine.sam is not None else 'superpixels',
-                       seconds=round(time.time() - t0, 3))
-
-    @app.post('/api/segment')
-    def run_segment():
-        data = payload()
-        entry = get_entry(data)
-        vocab = parse_vocabulary(data.get('vocab'))
-        t0 = time.time()
-        with engine.lock:
-            engine.set_mode(data.get('mode'))
-            engine.set_vocab(vocab)
-            overlay, legend = engine.segment(entry)
-        return jsonify(overlay=_png_data_url(overlay[..., ::-1]), legend=legend,
-                       label_url=f'/api/result/{entry.id}/label.png',
-                       json_url=f'/api/result/{entry.id}/summary.json',
-                       seconds=round(time.time() - t0, 3))
-
-    def result_of(image_id):
-        entry = get_entry(dict(id=image_id))
-        if entry.result is None:
-            raise DemoError('no segmentation yet for this image: press "Segment" first', 404)
-        return entry
-
-    @app.get('/api/result/<image_id>/label.png')
-    def result_label(image_id):
-        entry = result_of(image_id)
-        stem = osp.splitext(entry.name)[0] or 'image'
-        return app.response_class(
-            entry.result['label_png'], mimetype='image/png',
-            headers={'Content-Disposition': f'attachment; filename="{_safe(stem)}_label.png"'})
-
-    @app.get('/api/result/<image_id>/summary.json')
-    def result_json(image_id):
-        entry = result_of(image_id)
-        stem = osp.splitext(entry.name)[0] or 'image'
-        return app.response_class(
-            json.dumps(entry.result['summary'], indent=2), mimetype='application/json',
-            headers={'Content-Disposition':
-                     f'attachment; filename="{_safe(stem)}_summary.json"'})
-
+    app = Flask(__name__, static_folder=None)
+    app.config['MAX_CONTENT_LENGTH'] = MAX_UPLOAD_MB * 1024 * 1024
+    app.extensions['densekit_demo'] = dict(engine=engine, store=store, examples=examples)
+    _error_handlers(app)
+    app.add_url_rule('/', 'index', lambda: send_from_directory(STATIC, 'index.html'))
+    app.add_url_rule('/static/<path:name>', 'static_file',
+                     lambda name: send_from_directory(STATIC, name))
+    for rule, view, method in [
+            ('/api/config', h.config, 'GET'),
+            ('/api/image', h.upload, 'POST'),
+            ('/api/image/<image_id>.png', h.image_png, 'GET'),
+            ('/api/click', h.click, 'POST'),
+            ('/api/segment', h.segment, 'POST'),
+            ('/api/result/<image_id>/label.png', h.result_label, 'GET'),
+            ('/api/result/<image_id>/summary.json', h.result_json, 'GET')]:
+        app.add_url_rule(rule, view.__name__, view, methods=[method])
     return app
-
-
-def _safe(name: str) -> str:
-    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)[:60] or 'image'

@@ -1,35 +1,40 @@
 """Server-side state of the web demo: uploaded images and what was computed from them.
 
 Each image gets an id the server issues (random hex); the client only ever sends that id back,
-never a path. The store keeps the last ``capacity`` images (LRU) with their cached SLIC
-superpixels, dense CLIP embeddings (per dense mode) and last segmentation result.
+never a path. The store keeps the last ``capacity`` images (LRU), each with its
+:class:`~densekit.apis.interactive.ImageState` (cached superpixels and dense CLIP embeddings per
+dense mode) and its last segmentation result.
 """
 import secrets
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
+
+from ..apis.interactive import ImageState
 
 
 @dataclass
 class ImageEntry:
     id: str
-    rgb: np.ndarray                       # uint8 [H, W, 3] (after any downscale)
+    session: ImageState                   # the image (after any downscale) and its caches
     name: str = ''
     notice: str = ''
-    superpixels: Optional[np.ndarray] = None          # int [H, W] SLIC labels, computed once
-    dense: Dict[str, object] = field(default_factory=dict)   # dense mode -> [D, h, w] tensor
-    result: Optional[dict] = None                     # last segmentation: label png + summary
+    result: Optional[dict] = None         # last segmentation: label png + summary
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.session.rgb
 
     @property
     def height(self) -> int:
-        return int(self.rgb.shape[0])
+        return self.session.height
 
     @property
     def width(self) -> int:
-        return int(self.rgb.shape[1])
+        return self.session.width
 
 
 class ImageStore:
@@ -41,7 +46,7 @@ class ImageStore:
         self._lock = threading.Lock()
 
     def add(self, rgb: np.ndarray, name: str = '', notice: str = '') -> ImageEntry:
-        entry = ImageEntry(secrets.token_hex(8), rgb, name, notice)
+        entry = ImageEntry(secrets.token_hex(8), ImageState(rgb), name, notice)
         with self._lock:
             self._items[entry.id] = entry
             while len(self._items) > self.capacity:

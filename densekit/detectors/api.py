@@ -23,6 +23,7 @@ from mmengine.structures import InstanceData
 
 from ..clip.vocabulary import Vocabulary
 from ..heads.region_text import sanitize_boxes
+from ..proposals.postprocess import masks_to_boxes  # re-exported: one copy for both packages
 
 __all__ = ['detector_config', 'init_detector', 'detect', 'classify_boxes', 'masks_to_boxes',
            'to_json']
@@ -140,20 +141,6 @@ def detect(model, image: Union[str, np.ndarray], vocabulary=None, attributes=Non
     return result
 
 
-def masks_to_boxes(masks) -> torch.Tensor:
-    """Binary masks ``[N, H, W]`` -> their bounding boxes ``[N, 4]`` (x1, y1, x2+1, y2+1);
-    an empty mask gives a zero-size box (degenerate: rejected or dropped downstream)."""
-    m = torch.as_tensor(np.asarray(masks)).bool()
-    if m.dim() != 3:
-        raise ValueError(f'masks must be [N, H, W], got shape {tuple(m.shape)}')
-    out = torch.zeros(m.shape[0], 4)
-    for i, mask in enumerate(m):
-        ys, xs = torch.nonzero(mask, as_tuple=True)
-        if len(xs):
-            out[i] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
-    return out
-
-
 def classify_boxes(model, image: Union[str, np.ndarray], boxes=None, masks=None,
                    vocabulary=None, attributes=None):
     """Name given boxes (or the boxes of mask proposals ``[N, H, W]``) in one image.
@@ -163,7 +150,7 @@ def classify_boxes(model, image: Union[str, np.ndarray], boxes=None, masks=None,
     if (boxes is None) == (masks is None):
         raise ValueError('give either boxes [N, 4] or masks [N, H, W]')
     if masks is not None:
-        boxes = masks_to_boxes(masks)
+        boxes = masks_to_boxes(masks).float()
     return _run(model, image, vocabulary, attributes, boxes=boxes)
 
 

@@ -10,9 +10,13 @@ import numpy as np
 import torch
 
 
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """``[N, H, W]`` bool -> ``[N, 4]`` xyxy boxes with exclusive ``x2``/``y2`` (an empty mask
-    gives ``[0, 0, 0, 0]``)."""
+def masks_to_boxes(masks) -> torch.Tensor:
+    """Binary masks ``[N, H, W]`` (a tensor or array, any dtype: nonzero = inside) -> ``[N, 4]``
+    long xyxy boxes with exclusive ``x2``/``y2``; an empty mask gives ``[0, 0, 0, 0]`` (a
+    degenerate box: rejected or dropped downstream)."""
+    masks = torch.as_tensor(np.asarray(masks) if not torch.is_tensor(masks) else masks).bool()
+    if masks.dim() != 3:
+        raise ValueError(f'masks must be [N, H, W], got shape {tuple(masks.shape)}')
     n = masks.shape[0]
     if n == 0:
         return masks.new_zeros(0, 4, dtype=torch.long)

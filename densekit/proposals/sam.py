@@ -41,8 +41,13 @@ def build_tiny_sam(img_size: int = 128, embed_dim: int = 32, depth: int = 2, num
     the last block global, patch 16, a two-layer two-way transformer), at ``img_size`` px.
     ``seed`` makes the random weights reproducible (``None``: torch's global generator).
     """
-    from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
-                                           TwoWayTransformer)
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
     patch = 16
     if img_size % patch:
         raise ValueError(f'img_size must be a multiple of {patch}, got {img_size}')
@@ -98,14 +103,11 @@ def build_sam(model_type: str = 'vit_b', checkpoint: Optional[str] = None, *,
                          f'{SAM_CHECKPOINT_NAMES[real_type]}> (this machine downloads nothing; '
                          "model_type='tiny' builds a random test model)")
     builder = build_tiny_sam if model_type == 'tiny' else sam_model_registry[model_type]
-    if checkpoint is None:
-        return builder().to(device).eval()
-    state = read_sam_state_dict(checkpoint, real_type)
-    with torch.device('meta'):              # the expected keys and shapes, without the memory
-        expected = builder().state_dict()
-    check_sam_state_dict(state, expected, checkpoint, real_type)
+    # read first: a missing or unreadable file fails before a large model is built
+    state = read_sam_state_dict(checkpoint, real_type) if checkpoint is not None else None
     sam = builder()
-    sam.load_state_dict(state, strict=True)
+    if state is not None:
+        load_sam_checkpoint(sam, checkpoint, real_type, state=state)
     return sam.to(device).eval()
 
 
@@ -158,9 +160,11 @@ def check_sam_state_dict(state: dict, expected: dict, path: str, model_type: str
                      f'{problem}{hint}')
 
 
-def load_sam_checkpoint(sam: nn.Module, path: str, model_type: str = 'vit_b'):
-    """Load a SAM checkpoint into ``sam`` after checking every key and shape."""
-    state = read_sam_state_dict(path, model_type)
+def load_sam_checkpoint(sam: nn.Module, path: str, model_type: str = 'vit_b',
+                        state: Optional[dict] = None):
+    """Load a SAM checkpoint into ``sam`` after checking every key and shape (``state``: the
+    file's state dict if it was already read with :func:`read_sam_state_dict`)."""
+    state = read_sam_state_dict(path, model_type) if state is None else state
     check_sam_state_dict(state, sam.state_dict(), path, model_type)
     sam.load_state_dict(state, strict=True)
     return sam

@@ -12,6 +12,7 @@ from densekit.cams import (ClassAwareAffinityRefiner, GradCAMGenerator, PatchTex
                            clip_class_scores, confusion_matrix, enrich_text, feature_surgery,
                            grad_cam, miou, minmax, run_vit)
 from densekit.registry import MODELS
+from numerics import F64_ATOL, U32, fp32_atol
 
 VOCAB = ['background; ground', 'cat', 'dog; puppy', 'car']
 
@@ -21,15 +22,16 @@ def _constructed(n_per_region=3, dim=4, seed=0):
     """Tokens in three regions, each along one axis; ln_post = identity, proj = identity, so
     the image embedding is the mean patch token and text t_q = e_q scores region q."""
     torch.manual_seed(seed)
+    f64 = dict(dtype=torch.float64)     # autograd vs closed form: float64 (tests/numerics.py)
     regions = []
     for axis in range(3):
-        t = torch.zeros(n_per_region, dim)
-        t[:, axis] = 1.0 + 0.2 * torch.rand(n_per_region)
-        t[:, 3] = 0.3 * torch.rand(n_per_region)          # shared nuisance direction
+        t = torch.zeros(n_per_region, dim, **f64)
+        t[:, axis] = 1.0 + 0.2 * torch.rand(n_per_region, **f64)
+        t[:, 3] = 0.3 * torch.rand(n_per_region, **f64)   # shared nuisance direction
         regions.append(t)
-    cls = torch.randn(1, dim)
+    cls = torch.randn(1, dim, **f64)
     tokens = torch.cat([cls] + regions)[None]              # [1, 1 + 3n, D]
-    text = torch.eye(dim)[:3]                              # e_0 (class c), e_1 (j), e_2 (b)
+    text = torch.eye(dim, **f64)[:3]                       # e_0 (class c), e_1 (j), e_2 (b)
     return tokens, text
 
 
@@ -57,14 +59,15 @@ def _hand_cam(tokens, text_rows, target, scale, softmax=True):
 def test_grad_cam_matches_closed_form(softmax):
     tokens, text = _constructed()
     acts = tokens.clone().requires_grad_(True)
-    scores = clip_class_scores(acts, nn.Identity(), torch.eye(4), text, 10.0, softmax=softmax)
+    scores = clip_class_scores(acts, nn.Identity(), torch.eye(4, dtype=torch.float64), text,
+                               10.0, softmax=softmax)
     for target in range(3):
         grads, = torch.autograd.grad(scores[0, target], acts, retain_graph=True)
         got = grad_cam(acts[0, 1:].detach(), grads[0, 1:])
         want, p = _hand_cam(tokens, text, target, 10.0, softmax)
-        assert torch.allclose(got, want, atol=1e-6, rtol=1e-5), (got, want)
+        assert torch.allclose(got, want, rtol=0, atol=F64_ATOL), (got, want)
         if softmax:
-            assert torch.allclose(scores[0].detach(), p, atol=1e-6)
+            assert torch.allclose(scores[0].detach(), p, rtol=0, atol=F64_ATOL)
 
 
 def test_competing_class_changes_cam_as_formula_says():
@@ -73,11 +76,12 @@ def test_competing_class_changes_cam_as_formula_says():
     acts = tokens.clone().requires_grad_(True)
     cams = {}
     for rows in ([0, 2], [0, 1, 2]):                       # without / with the competitor j=1
-        scores = clip_class_scores(acts, nn.Identity(), torch.eye(4), text[rows], 10.0)
+        scores = clip_class_scores(acts, nn.Identity(), torch.eye(4, dtype=torch.float64),
+                                   text[rows], 10.0)
         grads, = torch.autograd.grad(scores[0, 0], acts)
         cams[len(rows)] = grad_cam(acts[0, 1:].detach(), grads[0, 1:])
         want, _ = _hand_cam(tokens, text[rows], 0, 10.0)
-        assert torch.allclose(cams[len(rows)], want, atol=1e-6, rtol=1e-5)
+        assert torch.allclose(cams[len(rows)], want, rtol=0, atol=F64_ATOL)
     region_c, region_j = slice(0, n), slice(n, 2 * n)
     # the class keeps its own region; where the competitor lives its CAM falls (to zero here)
     assert (cams[3][region_c] > 0).all()
@@ -90,17 +94,19 @@ def test_background_prompt_suppresses():
     a background prompt, c's CAM spills onto b; with a prompt matching b it does not
     (CLIP-ES Eq. 3: the background competes in the softmax)."""
     n = 4
-    a_c, a_b, a_j = (torch.tensor(v) for v in ([1.0, 0, 0], [0.5, 0, 1.0], [0, 1.0, 0]))
-    tokens = torch.cat([torch.zeros(1, 3)] + [a.repeat(n, 1) for a in (a_c, a_b, a_j)])[None]
-    t_c, t_j, t_bg = torch.eye(3)
+    f64 = dict(dtype=torch.float64)
+    a_c, a_b, a_j = (torch.tensor(v, **f64) for v in ([1.0, 0, 0], [0.5, 0, 1.0], [0, 1.0, 0]))
+    tokens = torch.cat([torch.zeros(1, 3, **f64)] + [a.repeat(n, 1) for a in (a_c, a_b, a_j)])[None]
+    t_c, t_j, t_bg = torch.eye(3, **f64)
     acts = tokens.clone().requires_grad_(True)
 
     def cam(rows):
-        scores = clip_class_scores(acts, nn.Identity(), torch.eye(3), torch.stack(rows), 10.0)
+        scores = clip_class_scores(acts, nn.Identity(), torch.eye(3, **f64), torch.stack(rows),
+                                   10.0)
         grads, = torch.autograd.grad(scores[0, 0], acts)
         out = grad_cam(acts[0, 1:].detach(), grads[0, 1:])
         want, _ = _hand_cam(tokens, torch.stack(rows), 0, 10.0)
-        assert torch.allclose(out, want, atol=1e-6, rtol=1e-5)
+        assert torch.allclose(out, want, rtol=0, atol=F64_ATOL)
         return out
 
     without, with_bg = cam([t_c, t_j]), cam([t_c, t_j, t_bg])
@@ -116,28 +122,37 @@ def gradcam_gen(tiny_clip):
                             bg_prompts=['ground', 'sky'])
 
 
-def test_run_vit_matches_open_clip(tiny_clip, gradcam_gen):
-    v = tiny_clip.visual
-    x = torch.randn(1, 3, 64, 64)
-    trace = run_vit(gradcam_gen.backbone, x, need_weights=True)
+@pytest.fixture(scope='module')
+def gradcam_gen64(tiny_clip64):
+    return GradCAMGenerator(clip_model=tiny_clip64, vocabulary=VOCAB, background=0,
+                            bg_prompts=['ground', 'sky'])
+
+
+def test_run_vit_matches_open_clip(tiny_clip64, gradcam_gen64):
+    v = tiny_clip64.visual
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    trace = run_vit(gradcam_gen64.backbone, x, need_weights=True)
     with torch.no_grad():
         ref = v.transformer(v._embeds(x))
-    assert torch.allclose(trace.tokens, ref, atol=1e-5)
+    assert torch.allclose(trace.tokens, ref, rtol=0, atol=F64_ATOL)
     n_blocks = len(v.transformer.resblocks)
     assert trace.attn.shape == (n_blocks, 1, 17, 17)
-    assert torch.allclose(trace.attn.sum(-1), torch.ones(n_blocks, 1, 17), atol=1e-5)
+    ones = torch.ones(n_blocks, 1, 17, dtype=torch.float64)
+    assert torch.allclose(trace.attn.sum(-1), ones, rtol=0, atol=F64_ATOL)
     assert trace.grid == (4, 4)
 
 
-def test_gradcam_generator_matches_hook_reference(tiny_clip, gradcam_gen):
+def test_gradcam_generator_matches_hook_reference(tiny_clip64, gradcam_gen64):
     """Reference the way CLIP-ES computes it: a forward hook on open_clip's own
-    resblocks[-1].ln_1, the stock transformer, the same head; min-max normalised."""
-    v = tiny_clip.visual
+    resblocks[-1].ln_1, the stock transformer, the same head; min-max normalised. Float64:
+    the min-max normalisation divides by the CAM's range, which amplifies rounding."""
+    gradcam_gen = gradcam_gen64
+    v = tiny_clip64.visual
     torch.manual_seed(3)
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     keys = [1, 3]
     got = gradcam_gen.view_cams(x, keys)
-    text = torch.cat([gradcam_gen.class_text()[keys], gradcam_gen.bg_text()])
+    text = torch.cat([gradcam_gen.class_text()[keys], gradcam_gen.bg_text()]).double()
     store = {}
     handle = v.transformer.resblocks[-1].ln_1.register_forward_hook(
         lambda m, i, o: store.__setitem__('a', o))
@@ -151,10 +166,11 @@ def test_gradcam_generator_matches_hook_reference(tiny_clip, gradcam_gen):
             grad, = torch.autograd.grad(probs[0, k], store['a'], retain_graph=True)
             a = store['a'][0, 1:].detach()
             ref = F.relu(a @ grad[0, 1:].mean(0)).view(1, 4, 4)
-            assert torch.allclose(got['cams'][k], minmax(ref)[0], atol=1e-4)
+            # pytorch-grad-cam (CLIP-ES) scales each layer's CAM, then the layer mean again
+            assert torch.allclose(got['cams'][k], minmax(minmax(ref))[0], rtol=0, atol=F64_ATOL)
     finally:
         handle.remove()
-    assert torch.allclose(got['scores'], probs[0].detach(), atol=1e-5)
+    assert torch.allclose(got['scores'], probs[0].detach(), rtol=0, atol=F64_ATOL)
     assert got['scores'].shape == (len(keys) + 2,)          # classes + 2 background prompts
 
 
@@ -179,7 +195,8 @@ def test_background_prompts_enter_the_softmax(tiny_clip):
                                bg_prompts=['ground', 'sky', 'road'])
     a, b = plain.view_cams(x, [1, 2]), with_bg.view_cams(x, [1, 2])
     assert a['scores'].shape == (2,) and b['scores'].shape == (5,)
-    assert torch.allclose(b['scores'].sum(), torch.tensor(1.0), atol=1e-5)
+    # a softmax over n=5 queries sums to 1 within (2n + 3) float32 roundings
+    assert abs(float(b['scores'].sum()) - 1) <= fp32_atol(2 * 5 + 3)
     assert not torch.allclose(a['cams'], b['cams'])
 
 
@@ -211,8 +228,9 @@ def test_caa_refinement_constructed():
     h, w = 3, 4
     group = np.array([0, 0, 1, 1] * h)                       # column -> object
     attn = np.where(group[:, None] == group[None, :], 1.0, 0.02) + np.eye(h * w)
-    attn = torch.tensor(attn / attn.sum(1, keepdims=True), dtype=torch.float32)
-    cam = torch.zeros(1, h, w)
+    # implementation vs hand formula: float64 (tests/numerics.py)
+    attn = torch.tensor(attn / attn.sum(1, keepdims=True), dtype=torch.float64)
+    cam = torch.zeros(1, h, w, dtype=torch.float64)
     cam[0, 1, 0] = 1.0                                       # one hot patch
     cam[0, 2, 3] = 0.3                                       # below the box threshold
     ref = ClassAwareAffinityRefiner(attn_layers=None, box_thr=0.4)
@@ -222,15 +240,15 @@ def test_caa_refinement_constructed():
     assert right.max() < 0.05                                # not leaked to the other one
     # hand formula: sources masked to the box around the hot patch (row 1, col 0)
     t = affinity_transition(attn)
-    mask = torch.zeros(h * w)
+    mask = torch.zeros(h * w, dtype=torch.float64)
     mask[1 * w + 0] = 1
     raw = ((t * mask[None]) @ cam[0].flatten()).view(h, w)
     want = (raw - raw.min()) / (1e-7 + (raw - raw.min()).max())
-    assert torch.allclose(out, want, atol=1e-6)
+    assert torch.allclose(out, want, rtol=0, atol=F64_ATOL)
     # without the box mask, the 0.3 patch also feeds the right object
     free = ClassAwareAffinityRefiner(attn_layers=None, box_thr=None)(cam, attn[None])[0]
     raw_free = (t @ cam[0].flatten()).view(h, w)
-    assert torch.allclose(free, minmax(raw_free[None])[0], atol=1e-6)
+    assert torch.allclose(free, minmax(raw_free[None])[0], rtol=0, atol=F64_ATOL)
     assert raw_free[:, 2:].min() > 0.1 * raw_free.max()
 
 
@@ -255,17 +273,23 @@ def test_refiner_uses_last_layers(gradcam_gen):
 
 
 # ------------------------------------------------------------------ views
-def test_multiscale_flip_shape_and_symmetry(tiny_clip):
+def test_multiscale_flip_shape_and_symmetry(tiny_clip, tiny_clip64):
     half = np.random.RandomState(1).randint(0, 255, (48, 36, 3), dtype=np.uint8)
     img = np.concatenate([half, half[:, ::-1]], 1)           # left-right symmetric [48, 72]
+    # Averaging a view with its mirror makes the CAMs symmetric in exact arithmetic; the two
+    # views differ only by rounding (mirrored sums, mirrored interpolation weights). In float64
+    # that is below F64_ATOL; the float32 output then rounds each value (<= 1, so by <= U32)
+    # on its own, possibly to neighbouring float32 values: 2 * U32 more.
+    sym_atol = F64_ATOL + 2 * U32
     for refine in (None, dict(type='densekit.ClassAwareAffinityRefiner', attn_layers=None)):
-        gen = GradCAMGenerator(clip_model=tiny_clip, vocabulary=VOCAB, scales=(1.0, 0.75),
+        gen = GradCAMGenerator(clip_model=tiny_clip64, vocabulary=VOCAB, scales=(1.0, 0.75),
                                flip=True, refine=refine)
         res = gen(img, [1, 2, 3])
         assert res.cams.shape == (3, 48, 72) and res.info['views'] == 4
-        assert np.allclose(res.cams, res.cams[..., ::-1], atol=1e-5)
+        assert np.abs(res.cams - res.cams[..., ::-1]).max() <= sym_atol
         if refine is not None:
-            assert res.raw is not None and np.allclose(res.raw, res.raw[..., ::-1], atol=1e-5)
+            assert res.raw is not None
+            assert np.abs(res.raw - res.raw[..., ::-1]).max() <= sym_atol
     no_flip = GradCAMGenerator(clip_model=tiny_clip, vocabulary=VOCAB)(img, [1, 2, 3])
     assert not np.allclose(no_flip.cams, no_flip.cams[..., ::-1], atol=1e-3)
 
@@ -273,37 +297,40 @@ def test_multiscale_flip_shape_and_symmetry(tiny_clip):
 # ------------------------------------------------------------------ patch-text (ExCEL-style)
 def test_feature_surgery_formula():
     torch.manual_seed(0)
-    dense = F.normalize(torch.randn(5, 8), dim=-1)
-    text = F.normalize(torch.randn(3, 8), dim=-1)
-    g = F.normalize(torch.randn(8), dim=-1)
+    f64 = dict(dtype=torch.float64)       # implementation vs formula: float64 (numerics.py)
+    dense = F.normalize(torch.randn(5, 8, **f64), dim=-1)
+    text = F.normalize(torch.randn(3, 8, **f64), dim=-1)
+    g = F.normalize(torch.randn(8, **f64), dim=-1)
     got = feature_surgery(dense, text, g)
     p = torch.softmax(2 * text @ g, 0)
     w = p / p.mean()
     # element-wise products summed over channels, redundancy = mean over classes (per channel)
     feats = dense[:, None, :] * text[None] * w[None, :, None]
     want = (feats - feats.mean(1, keepdim=True)).sum(-1)
-    assert torch.allclose(got, want, atol=1e-6)
-    assert torch.allclose(got.sum(1), torch.zeros(5), atol=1e-6)
+    assert torch.allclose(got, want, rtol=0, atol=F64_ATOL)
+    assert torch.allclose(got.sum(1), torch.zeros(5, **f64), rtol=0, atol=F64_ATOL)
 
 
 def test_enrich_text_attends_to_bank():
-    text = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    f64 = dict(dtype=torch.float64)       # implementation vs formula: float64 (numerics.py)
+    text = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]], **f64)
     bank = F.normalize(torch.tensor([[1.0, 0, 1, 0], [0, 1.0, 0, 1], [1.0, 0, 0, 1],
                                      [0, 0, 1.0, 1], [-1.0, 0, 0, 0], [0, -1.0, 0, 0],
                                      [0, 0, -1.0, 0], [0, 0, 0, -1.0], [1, 1, 1, 1.0],
-                                     [0, 0, 0, 1.0]]), dim=-1)
+                                     [0, 0, 0, 1.0]], **f64), dim=-1)
     out = enrich_text(text, bank, drop_frac=0.1)            # drops the single lowest logit
     logits = text @ bank.t()
     for c in range(2):
         keep = logits[c] > logits[c].min()
-        w = torch.zeros(10)
+        w = torch.zeros(10, **f64)
         w[keep] = logits[c][keep].softmax(0)
         want = F.normalize(text[c] + w @ bank, dim=-1)
-        assert torch.allclose(out[c], want, atol=1e-6)
-    assert torch.allclose(enrich_text(text, torch.zeros(0, 4)), text)
+        assert torch.allclose(out[c], want, rtol=0, atol=F64_ATOL)
+    assert torch.equal(enrich_text(text, torch.zeros(0, 4, **f64)), text)
 
 
-def test_patch_text_generator(tiny_clip):
+def test_patch_text_generator(tiny_clip64):
+    tiny_clip = tiny_clip64    # view_cams vs forward_dense + formula, min-max: float64
     desc = {'cat': ['a small furry pet', 'an animal with whiskers'], 'car': ['a vehicle']}
     refine = dict(type='densekit.ClassAwareAffinityRefiner', box_thr=0.79, attn_layers=6)
     gen = PatchTextCAMGenerator(clip_model=tiny_clip, vocabulary=VOCAB, background=0,
@@ -318,20 +345,25 @@ def test_patch_text_generator(tiny_clip):
     assert res.cams.shape == (2, 50, 70) and res.raw.shape == (2, 50, 70)
     assert np.allclose(res.cams.max(axis=(1, 2)), 1)
     # the dense tokens are the backbone's: same as CLIPVisionBackbone.forward_dense
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     out = gen.view_cams(x, [1, 2, 3])
     dense = F.normalize(gen.backbone.forward_dense(x)['dense'][0].flatten(1).t(), dim=-1)
     g = F.normalize(gen.backbone.forward_dense(x)['global_embed'][0], dim=-1)
     want = minmax(feature_surgery(dense, gen.query_text(), g).t().reshape(3, 4, 4))
-    assert torch.allclose(out['cams'], want, atol=1e-5)
+    assert torch.allclose(out['cams'], want, rtol=0, atol=F64_ATOL)
 
 
 def test_registered_names_build(tiny_clip):
     tiny = dict(model='densekit-tiny-vit')
-    for cfg in (dict(type='densekit.GradCAMGenerator', clip=tiny, vocabulary=VOCAB),
-                dict(type='densekit.PatchTextCAMGenerator', clip=tiny, vocabulary=VOCAB),
-                dict(type='densekit.ClassAwareAffinityRefiner')):
-        assert MODELS.build(cfg) is not None
+    for cls, cfg in ((GradCAMGenerator, dict(clip=tiny, vocabulary=VOCAB)),
+                     (PatchTextCAMGenerator, dict(clip=tiny, vocabulary=VOCAB)),
+                     (ClassAwareAffinityRefiner, dict(attn_layers=3))):
+        built = MODELS.build(dict(type=f'densekit.{cls.__name__}', **cfg))
+        assert type(built) is cls                     # the registered name is that class
+        if 'vocabulary' in cfg:                       # ... built with the config's arguments
+            assert built.vocabulary.names == ['background', 'cat', 'dog', 'car']
+        else:
+            assert built.attn_layers == 3
     with pytest.raises(ValueError, match='target layer'):
         GradCAMGenerator(clip_model=tiny_clip, target_layers=(7,))
 

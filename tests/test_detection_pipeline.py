@@ -16,7 +16,7 @@ import torch
 
 import densekit  # noqa: F401
 import densekit.detectors  # noqa: F401  (registers the detection modules)
-from helpers import load_tool
+from densekit.engine.runner import run_test_tool, run_train_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RCNN = osp.join(ROOT, 'configs', 'detection', 'ov_rcnn_shapes_tiny.py')
@@ -36,7 +36,6 @@ def _mmdet_scope():
         yield
 
 
-_tool = load_tool
 
 
 def _data_options(root, loaders=('train', 'val', 'test')):
@@ -67,7 +66,7 @@ def trained(shapes_root, tmp_path_factory):
     opts = TINY_RCNN + _data_options(shapes_root, ('train', 'val')) + [
         'train_cfg.max_iters=2', 'train_cfg.val_interval=100', 'train_dataloader.batch_size=2',
         'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1']
-    assert _tool('train').main([RCNN, '--work-dir', work, '--cfg-options', *opts]) == 0
+    assert run_train_tool([RCNN, '--work-dir', work, '--cfg-options', *opts]) == 0
     ckpt = osp.join(work, 'iter_2.pth')
     assert osp.isfile(ckpt)
     return ckpt, work
@@ -81,7 +80,7 @@ def test_shapes_detection_trains_then_reports_base_novel_ap_and_attributes(
     assert 'training vocabulary from the dataset: 5 classes' in logs
     capsys.readouterr()
     opts = TINY_RCNN + _data_options(shapes_root, ('test',))
-    assert _tool('test').main([RCNN, '--checkpoint', ckpt, '--work-dir', work,
+    assert run_test_tool([RCNN, '--checkpoint', ckpt, '--work-dir', work,
                                '--cfg-options', *opts]) == 0
     metrics = _metrics(capsys.readouterr().out)
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_base', 'coco/bbox_mAP_novel',
@@ -95,7 +94,7 @@ def test_shapes_detection_trains_then_reports_base_novel_ap_and_attributes(
 
 def test_training_free_box_classification_through_test_tool(shapes_root, tmp_path, capsys):
     opts = TINY + _data_options(shapes_root, ('test',))
-    assert _tool('test').main([REGION, '--work-dir', str(tmp_path), '--cfg-options',
+    assert run_test_tool([REGION, '--work-dir', str(tmp_path), '--cfg-options',
                                *opts]) == 0
     metrics = _metrics(capsys.readouterr().out)
     # the given boxes are the ground truth, so every object gets a prediction on its box
@@ -205,7 +204,7 @@ def test_benchmark_detection_configs_parse_and_build(tiny_clip):
 
 def test_vaw_and_ovad_annotations_parse(tmp_path):
     from mmdet.registry import DATASETS
-    from densekit.heads.attribute import AttributeVocabulary
+    from densekit.detectors.attribute_head import AttributeVocabulary
     records = [dict(image_id=7, instance_id=1, instance_bbox=[1, 2, 10, 20], object_name='cup',
                     positive_attributes=['red'], negative_attributes=['wooden']),
                dict(image_id=7, instance_id=2, instance_bbox=[5, 5, 4, 4], object_name='table',

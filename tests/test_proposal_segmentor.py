@@ -11,11 +11,12 @@ import pytest
 import torch
 
 import densekit  # noqa: F401
-import densekit.segmentors.proposal_segmentor  # noqa: F401  (until densekit imports it)
 from densekit.apis import init_segmentor, segmentor_config
 from densekit.heads.mask_classifier import MaskClassifier
 from densekit.proposals import MaskProposer, Proposals
+from densekit.engine.runner import run_test_tool
 from densekit.segmentors import OpenVocabSegmentor
+from numerics import F64_ATOL
 from helpers import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -170,20 +171,23 @@ def test_small_image_with_sam(classifier):
 
 
 def test_slide_dense_embeddings_match_whole_on_one_window(seg):
-    x = torch.randn(1, 3, 64, 64)                       # one 64 px window = the whole image
+    import copy
+    seg = copy.deepcopy(seg).double()      # two paths of one formula: float64 (numerics.py)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)  # one 64 px window = the whole image
     slide = seg.dense_embeddings(x)
     whole = torch.nn.functional.normalize(seg.backbone.forward_dense(x)['dense'][0], dim=0)
-    assert torch.allclose(slide, whole, atol=1e-6)
-    x = torch.randn(1, 3, 64, 128)              # windows at x = 0, 32, 64: overlaps averaged
+    assert torch.allclose(slide, whole, rtol=0, atol=F64_ATOL)
+    x = torch.randn(1, 3, 64, 128, dtype=torch.float64)   # windows at x = 0, 32, 64: averaged
     emb = seg.dense_embeddings(x)
     p, q = seg.backbone.patch_size, 32 // seg.backbone.patch_size
     assert emb.shape[-2:] == (64 // p, 128 // p)
     win = [torch.nn.functional.normalize(seg.backbone.forward_dense(x[..., a:a + 64])['dense'][0],
                                          dim=0) for a in (0, 32, 64)]
-    assert torch.allclose(emb[:, :, :q], win[0][:, :, :q], atol=1e-6)        # one window
-    assert torch.allclose(emb[:, :, -q:], win[2][:, :, -q:], atol=1e-6)
+    tol = dict(rtol=0, atol=F64_ATOL)
+    assert torch.allclose(emb[:, :, :q], win[0][:, :, :q], **tol)             # one window
+    assert torch.allclose(emb[:, :, -q:], win[2][:, :, -q:], **tol)
     assert torch.allclose(emb[:, :, q:2 * q], (win[0][:, :, q:] + win[1][:, :, :q]) / 2,
-                          atol=1e-6)                                          # two windows
+                          **tol)                                              # two windows
 
 
 # ------------------------------------------------------------------ tools
@@ -214,9 +218,8 @@ TINY = ['model.clip.model=densekit-tiny-vit', 'model.text_encoder.templates=sing
       'model.proposer.stability_score_thresh=0.0']),
 ], ids=['slic_pool', 'slic_ensemble', 'dense_regions', 'sam_tiny'])
 def test_configs_through_tools_test(config, extra, shapes_root, tmp_path, capsys):
-    tool = _tool('test')
     name = config[:-3]
-    ret = tool.main([osp.join(CONFIGS, config), '--work-dir', str(tmp_path / 'work'),
+    ret = run_test_tool([osp.join(CONFIGS, config), '--work-dir', str(tmp_path / 'work'),
                      '--cfg-options', *TINY, *extra,
                      f'test_dataloader.dataset.data_root={shapes_root}',
                      f'visualizer.name=vis_{name}'])

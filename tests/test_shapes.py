@@ -268,7 +268,7 @@ def test_det_dataset_through_mmdet_pipeline(split_dir):
     from mmdet.registry import DATASETS
     from mmengine.registry import init_default_scope
 
-    import densekit.datasets.shapes_datasets  # noqa: F401
+    import densekit.detectors  # noqa: F401  (registers ShapesDetDataset)
     init_default_scope('mmdet')
     coco = json.loads((split_dir / 'annotations' / 'instances_val.json').read_text())
     anns = {}

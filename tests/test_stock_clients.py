@@ -39,6 +39,8 @@ def _shrink(node):
             node.pop('checkpoint', None)
         if node.get('model_type') in ('vit_b', 'vit_l', 'vit_h', 'default'):
             node['model_type'], node['checkpoint'] = 'tiny', None
+        if node.get('trainable_blocks'):       # counted for 12 blocks; the tiny tower has 3
+            node['trainable_blocks'] = None
         if 'templates' in node:
             node['templates'] = 'single'
         for key in ('text_encoder',):
@@ -62,9 +64,33 @@ def _kind(cfg) -> str:
     return 'seg'
 
 
+# Widths and block indices of configs written for ViT-B/16 or ResNet-50/101, for the tiny towers
+# (densekit-tiny-vit: 3 blocks of width 64; densekit-tiny-rn: stages of 32/64/128/256 channels;
+# both embed to 32 dimensions). Keys: config paths under configs/ (prefix match).
+_TINY_VIT_DENSECLIP = {'model.backbone.out_indices': (0, 1, 2),
+                       'model.decode_head.in_index': [0, 1, 2, 2],
+                       'model.decode_head.in_channels': [64] * 4,
+                       'model.decode_head.embed_dim': 32}
+_SIZES = {
+    'clipself/clipself_vitb16': {'model.crop_size': 64},
+    'detection/ov_rcnn_vitb16': {'model.backbone.out_indices': (2,),
+                                 'model.neck.0.in_channels': 64},
+    'detection/region_clip_vitb16': {'model.attributes': None},   # their files are data
+    'trained/denseclip_rn': {'model.decode_head.in_channels': [32, 64, 128, 256],
+                             'model.decode_head.embed_dim': 32},
+    'trained/denseclip_vitb16': _TINY_VIT_DENSECLIP,
+    'wsss/seg_fcn_clip_vitb16': {'model.backbone.out_indices': (1, 2),
+                                 'model.decode_head.in_channels': [64, 64, 32]},
+}
+
+
 def _load(path):
     cfg = Config.fromfile(path)
     _shrink(cfg._cfg_dict)
+    rel = osp.relpath(path, osp.join(ROOT, 'configs'))
+    for prefix, options in _SIZES.items():
+        if rel.startswith(prefix):
+            cfg.merge_from_dict(options)
     return cfg
 
 
@@ -91,43 +117,167 @@ def _seg_small(cfg):
                                                for p in CONFIGS])
 def test_config_through_its_client(path):
     cfg = _load(path)
-    kind = _kind(cfg)
-    if kind == 'seg':
-        from mmseg.apis import inference_model, init_model
-        _seg_small(cfg)
-        if cfg.test_dataloader is not None:
-            cfg.test_dataloader.dataset.pipeline = [
-                s for s in cfg.test_dataloader.dataset.pipeline if s['type'] != 'LoadAnnotations']
-        model = init_model(cfg, device='cpu')
-        classes = classes_from_config(cfg)
-        result = inference_model(model, IMAGE[..., ::-1].copy())
-        pred = result.pred_sem_seg.data
-        assert pred.shape == (1, 72, 96)
-        vocab = getattr(model, 'vocabulary', None)
-        if vocab is not None:           # open-vocabulary segmentors: config or dataset classes
-            if cfg.model.get('vocabulary') is None:
-                assert vocab.names == classes
-            assert int(pred.max()) < len(vocab) or int(pred.max()) == 255
-    elif kind == 'det':
-        from mmdet.apis import DetInferencer
+    {'seg': _run_segmentor, 'det': _run_detector, 'cams': _run_cams,
+     'distill': _run_distill}[_kind(cfg)](cfg)
+
+
+def _run_segmentor(cfg):
+    """mmseg's init_model + inference_model, no checkpoint."""
+    from mmseg.apis import inference_model, init_model
+    _seg_small(cfg)
+    if cfg.test_dataloader is not None:
         cfg.test_dataloader.dataset.pipeline = [
-            s for s in cfg.test_dataloader.dataset.pipeline
-            if not s['type'].startswith('LoadAnno') and s['type'] != 'LoadAttributes'
-            and s['type'] != 'GTBoxesAsProposals']
-        inferencer = DetInferencer(model=cfg, weights=None, device='cpu', show_progress=False)
-        out = inferencer(IMAGE, texts='circle . square', return_datasamples=True)
-        pred = out['predictions'][0].pred_instances
-        assert pred.bboxes.shape[-1] == 4 and (pred.labels < 2).all()
-    elif kind == 'cams':
-        from densekit.registry import MODELS
-        gen = MODELS.build(cfg.cam_generator)
-        res = gen(IMAGE, [1])
-        assert res.cams.shape == (1, 72, 96)
-        assert res.cams.min() >= 0 and res.cams.max() <= 1 + 1e-6
-    else:
-        from densekit.registry import MODELS
-        model = MODELS.build(cfg.model)
-        x = torch.rand(2, 3, 64, 64) * 255
-        data = model.data_preprocessor(dict(inputs=list(x)), training=True)
-        losses = model.loss(data['inputs'], data.get('data_samples'))
-        assert all(torch.isfinite(v).all() for v in losses.values())
+            s for s in cfg.test_dataloader.dataset.pipeline if s['type'] != 'LoadAnnotations']
+    model = init_model(cfg, device='cpu')
+    classes = classes_from_config(cfg)
+    pred = inference_model(model, IMAGE[..., ::-1].copy()).pred_sem_seg.data
+    assert pred.shape == (1, 72, 96)
+    vocab = getattr(model, 'vocabulary', None)
+    if vocab is not None:               # open-vocabulary segmentors: config or dataset classes
+        if cfg.model.get('vocabulary') is None:
+            assert vocab.names == [c.strip() for c in classes]     # mmseg's ADE has 'bed '
+        assert int(pred.max()) < len(vocab) or int(pred.max()) == 255
+
+
+def _run_detector(cfg):
+    """mmdet's DetInferencer with texts= at call time; densekit's classify_boxes for the
+    training-free box classifier (it names given boxes, which mmdet's clients cannot pass)."""
+    cfg.test_dataloader.dataset.pipeline = [      # one image, no annotation files
+        s for s in cfg.test_dataloader.dataset.pipeline
+        if not s['type'].startswith('LoadAnno') and s['type'] != 'LoadAttributes'
+        and s['type'] != 'GTBoxesAsProposals']
+    if cfg.model.type == 'RegionCLIPClassifier':
+        from densekit.detectors import classify_boxes, init_detector
+        model = init_detector(cfg)
+        out = classify_boxes(model, IMAGE, boxes=[[4, 4, 40, 40], [30, 10, 90, 70]],
+                             vocabulary=['circle', 'square'])
+        assert len(out.pred_instances) == 2 and (out.pred_instances.labels < 2).all()
+        return
+    from mmdet.apis import DetInferencer
+    inferencer = DetInferencer(model=cfg, weights=None, device='cpu', show_progress=False)
+    out = inferencer(IMAGE, texts='circle . square', return_datasamples=True)
+    pred = out['predictions'][0].pred_instances
+    assert pred.bboxes.shape[-1] == 4 and (pred.labels < 2).all()
+
+
+def _run_cams(cfg):
+    """The config's CAM generator (what tools/gen_pseudo_labels.py builds) on one image."""
+    from densekit.registry import MODELS
+    gen = cfg.cam_generator
+    if gen.get('vocabulary') is None:            # the pseudo-label tool gives the dataset's
+        from densekit.datasets import CLASSES
+        gen['vocabulary'] = classes_from_config(cfg) or CLASSES    # (Shapes configs)
+    res = MODELS.build(gen)(IMAGE, [1])
+    assert res.cams.shape == (1, 72, 96)
+    assert res.cams.min() >= 0 and res.cams.max() <= 1
+
+
+def _run_distill(cfg):
+    """The CLIPSelf model: one distillation loss on unlabelled images."""
+    from densekit.registry import MODELS
+    model = MODELS.build(cfg.model)
+    losses = model.loss(torch.randn(2, 3, 64, 64))          # normalised images, no labels
+    assert all(torch.isfinite(v).all() for v in losses.values())
+
+
+# ------------------------------------------------------------------ other entry points
+def test_mmseg_inferencer_takes_the_config_classes():
+    from mmseg.apis import MMSegInferencer
+    cfg = _load(osp.join(ROOT, 'configs', 'shapes', 'zero_shot_naclip_shapes_tiny.py'))
+    inferencer = MMSegInferencer(model=cfg, weights=None, device='cpu')
+    out = inferencer(IMAGE, return_datasamples=True)
+    assert out.pred_sem_seg.data.shape == (1, 72, 96)
+    assert inferencer.model.vocabulary.names == classes_from_config(cfg)
+
+
+@pytest.fixture(scope='module')
+def shapes_seg(tmp_path_factory):
+    from densekit.datasets import generate_split
+    root = tmp_path_factory.mktemp('shapes_stock')
+    generate_split(str(root), 'train', 4, seed=0, min_size=64, max_size=80, max_objects=2)
+    generate_split(str(root), 'val', 2, seed=1, min_size=64, max_size=80, max_objects=2)
+    return str(root)
+
+
+_USER_CFG = """
+default_scope = 'mmseg'
+custom_imports = dict(imports=['densekit'], allow_failed_imports=False)
+model = dict(
+    type='OpenVocabSegmentor',
+    clip=dict(model='densekit-tiny-vit'),
+    backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='naclip'),
+    text_encoder=dict(templates='single'),
+    test_cfg=dict(mode='slide', crop_size=(64, 64), stride=(32, 32)))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                 dict(type='PackSegInputs')]
+test_dataloader = dict(
+    batch_size=1, num_workers=0,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type='ShapesSegDataset', data_root='{data}', pipeline=test_pipeline,
+                 data_prefix=dict(img_path='images/val', seg_map_path='labels/val')))
+test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_cfg = dict(type='TestLoop')
+custom_hooks = [dict(type='densekit.DatasetVocabularyHook')]
+"""
+
+
+def _in_user_folder(tmp_path, script: str, data: str):
+    """Run ``script`` with python from an empty folder outside the repository (densekit is
+    importable as installed, nothing of the repository is on the path)."""
+    import subprocess
+    import sys
+    folder = tmp_path / 'myproject'
+    folder.mkdir()
+    (folder / 'seg_config.py').write_text(_USER_CFG.format(data=data))
+    (folder / 'run.py').write_text(script)
+    env = {k: v for k, v in __import__('os').environ.items() if k != 'PYTHONPATH'}
+    env['OMP_NUM_THREADS'] = '1'
+    proc = subprocess.run([sys.executable, 'run.py'], cwd=str(folder), env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, folder
+
+
+@pytest.mark.slow
+def test_user_project_outside_the_repo(tmp_path, shapes_seg):
+    """docs/mm_projects.md: a user's config and mmengine's Runner, from an empty folder."""
+    script = (
+        "from mmengine.config import Config\n"
+        "from mmengine.runner import Runner\n"
+        "cfg = Config.fromfile('seg_config.py')\n"
+        "cfg.work_dir = 'work_dirs/seg'\n"
+        "print('METRICS', Runner.from_cfg(cfg).test())\n"
+        "from mmseg.apis import inference_model, init_model\n"
+        "import glob\n"
+        "model = init_model('seg_config.py', device='cpu')\n"
+        "img = sorted(glob.glob(cfg.test_dataloader.dataset.data_root + '/images/val/*'))[0]\n"
+        "res = inference_model(model, img)\n"
+        "print('CLASSES', len(model.vocabulary), tuple(res.pred_sem_seg.data.shape))\n")
+    out, _ = _in_user_folder(tmp_path, script, shapes_seg)
+    assert 'mIoU' in out.split('METRICS', 1)[1]
+    assert 'CLASSES 13 (1,' in out
+
+
+@pytest.mark.slow
+def test_mmseg_own_test_tool_with_a_saved_training_free_model(tmp_path, shapes_seg):
+    """mmseg's packaged tools/test.py needs a checkpoint: save the built model once
+    (docs/mm_projects.md) and evaluate it with mmseg's own tool."""
+    import subprocess
+    import sys
+
+    import mmseg
+    tool = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
+    script = (
+        "import torch\n"
+        "from mmseg.apis import init_model\n"
+        "model = init_model('seg_config.py', device='cpu')\n"
+        "model._ensure_vocabulary()\n"
+        "torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': "
+        "{'classes': model.vocabulary.names}}}, 'model.pth')\n")
+    _, folder = _in_user_folder(tmp_path, script, shapes_seg)
+    proc = subprocess.run([sys.executable, tool, 'seg_config.py', 'model.pth', '--work-dir',
+                           'work_dirs/mmseg_test'], cwd=str(folder), capture_output=True,
+                          text=True, timeout=600, env={**__import__('os').environ,
+                                                       'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'mIoU' in proc.stdout + proc.stderr

@@ -11,12 +11,12 @@ import sys
 
 import pytest
 import torch
-from helpers import load_tool
+
+from densekit.engine.runner import run_test_tool, run_train_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-train_tool, test_tool = load_tool('train'), load_tool('test')
 
 # The real Shapes config, shrunk: densekit-tiny-vit (random weights, 3 blocks, patch 16),
 # 64 px crops, batch 2, no worker processes.
@@ -74,9 +74,9 @@ def trained(config, tmp_path_factory):
     """Train 2 iterations, then resume to 3."""
     work = str(tmp_path_factory.mktemp('work'))
     torch.set_num_threads(1)
-    assert train_tool.main([config, '--work-dir', work]) == 0
+    assert run_train_tool([config, '--work-dir', work]) == 0
     first = osp.getmtime(osp.join(work, 'iter_1.pth'))
-    assert train_tool.main([config, '--work-dir', work, '--resume',
+    assert run_train_tool([config, '--work-dir', work, '--resume',
                             '--cfg-options', 'train_cfg.max_iters=3']) == 0
     return work, first
 
@@ -109,7 +109,7 @@ def test_resume_continues_at_the_right_iteration(trained):
 def test_load_from_starts_a_new_run_from_the_weights(trained, config, tmp_path):
     work, _ = trained
     ckpt = osp.join(work, 'iter_3.pth')
-    assert train_tool.main([config, '--work-dir', str(tmp_path), '--cfg-options',
+    assert run_train_tool([config, '--work-dir', str(tmp_path), '--cfg-options',
                             f'load_from={ckpt}', 'train_cfg.max_iters=1']) == 0
     text = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
     assert f'Load checkpoint from {ckpt}' in text and 'resumed' not in text
@@ -126,7 +126,7 @@ def test_partially_frozen_backbone(shapes, tmp_path):
     cfg = tmp_path / 'tiny_finetune.py'
     cfg.write_text(TINY_CFG.format(root=ROOT, data=shapes, base='pixel_text_shapes_tiny_finetune'))
     # warm-up for one iteration, so the poly schedule (whose eta_min reaches every group) acts
-    assert train_tool.main([str(cfg), '--work-dir', str(tmp_path), '--cfg-options',
+    assert run_train_tool([str(cfg), '--work-dir', str(tmp_path), '--cfg-options',
                             'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
                             'param_scheduler.1.end=5', 'train_cfg.max_iters=3']) == 0
     one = torch.load(str(tmp_path / 'iter_2.pth'))['state_dict']
@@ -168,13 +168,13 @@ def test_weights_only_policy_is_narrow():
 def test_test_tool_reports_base_and_novel(trained, config, capsys):
     work, _ = trained
     ckpt = osp.join(work, 'iter_3.pth')
-    assert test_tool.main([config, '--checkpoint', ckpt,
+    assert run_test_tool([config, '--checkpoint', ckpt,
                            '--work-dir', osp.join(work, 'test')]) == 0
     out = capsys.readouterr().out
     assert "'mIoU_base'" in out and "'mIoU_novel'" in out and "'hIoU'" in out
     # a smaller vocabulary at test time: the base classes only (novel pixels are ignored)
     base = "[grass,sky,sand,water,wall,circle,square,triangle,ring,cross]"
-    assert test_tool.main([config, '--checkpoint', ckpt, '--work-dir', osp.join(work, 'test2'),
+    assert run_test_tool([config, '--checkpoint', ckpt, '--work-dir', osp.join(work, 'test2'),
                            '--cfg-options', f'test_dataloader.dataset.metainfo.classes={base}']
                           ) == 0
     out = capsys.readouterr().out
@@ -182,7 +182,7 @@ def test_test_tool_reports_base_and_novel(trained, config, capsys):
     # other names for the same 13 classes (a synonym for circle) through the hook's test=
     names = ('[grass,sky,sand,water,wall,circle;disc,square,triangle,star,ring,cross,hexagon,'
              'heart]')
-    assert test_tool.main([config, '--checkpoint', ckpt, '--work-dir', osp.join(work, 'test3'),
+    assert run_test_tool([config, '--checkpoint', ckpt, '--work-dir', osp.join(work, 'test3'),
                            '--cfg-options', f'custom_hooks.0.test={names}']) == 0
     out = capsys.readouterr().out
     assert "'mIoU_novel'" in out
@@ -194,26 +194,26 @@ def test_bad_inputs(trained, config, tmp_path):
     work, _ = trained
     # a vocabulary file that does not exist
     with pytest.raises(FileNotFoundError, match='vocabulary file not found'):
-        train_tool.main([config, '--work-dir', str(tmp_path / 'a'), '--cfg-options',
+        run_train_tool([config, '--work-dir', str(tmp_path / 'a'), '--cfg-options',
                          'model.vocabulary=missing/classes.txt'])
     # the head's num_classes disagrees with the training vocabulary: refused before iter 1
     with pytest.raises(ValueError, match='num_classes=7'):
-        train_tool.main([config, '--work-dir', str(tmp_path / 'b'), '--cfg-options',
+        run_train_tool([config, '--work-dir', str(tmp_path / 'b'), '--cfg-options',
                          'model.decode_head.num_classes=7'])
     assert not glob.glob(str(tmp_path / 'b' / '*.pth'))
     # a vocabulary with another number of classes than the dataset
     with pytest.raises(ValueError, match='has 3 classes but the train dataset has 10'):
-        train_tool.main([config, '--work-dir', str(tmp_path / 'c'), '--cfg-options',
+        run_train_tool([config, '--work-dir', str(tmp_path / 'c'), '--cfg-options',
                          'model.vocabulary=[a,b,c]'])
     # a resume checkpoint that does not exist
-    assert train_tool.main([config, '--resume', str(tmp_path / 'nope.pth')]) == 2
+    assert run_train_tool([config, '--resume', str(tmp_path / 'nope.pth')]) == 2
     # a checkpoint of another model (no context decoder here): refused before loading
     with pytest.raises(ValueError, match='not saved by this model'):
-        train_tool.main([config, '--work-dir', str(tmp_path / 'd'),
+        run_train_tool([config, '--work-dir', str(tmp_path / 'd'),
                          '--resume', osp.join(work, 'iter_2.pth'),
                          '--cfg-options', 'model.decode_head.context_decoder=None'])
     with pytest.raises(ValueError, match='not saved by this model'):
-        test_tool.main([config, '--checkpoint', osp.join(work, 'iter_2.pth'),
+        run_test_tool([config, '--checkpoint', osp.join(work, 'iter_2.pth'),
                         '--work-dir', str(tmp_path / 'e'),
                         '--cfg-options', 'model.decode_head.prompt=None'])
 

@@ -64,18 +64,18 @@ def view_sizes(height: int, width: int, patch: int, scales: Sequence[float],
              max(1, math.ceil(s * r * width / patch)) * patch) for s in scales]
 
 
-def to_tensor(image: np.ndarray, size) -> torch.Tensor:
-    """uint8 RGB ``[H, W, 3]`` -> normalised ``[1, 3, h, w]`` (bicubic with antialiasing when
-    resizing, like PIL's resize in CLIP-ES)."""
+def to_tensor(image: np.ndarray, size, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 RGB ``[H, W, 3]`` -> normalised ``[1, 3, h, w]`` in ``dtype`` (bicubic with
+    antialiasing when resizing, like PIL's resize in CLIP-ES)."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f'expected an RGB image array [H, W, 3], got '
                          f'{getattr(image, "shape", type(image))}')
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(dtype)
     if tuple(size) != tuple(x.shape[-2:]):
         x = F.interpolate(x, size=tuple(size), mode='bicubic', align_corners=False,
                           antialias=True).clamp_(0, 255)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=dtype).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -238,11 +238,13 @@ class BaseCAMGenerator(nn.Module):
         height, width = image.shape[:2]
         sizes = view_sizes(height, width, self.backbone.patch_size, self.scales,
                            self.short_side)
-        acc = torch.zeros(len(keys), height, width)
+        # accumulate in the model's precision (at least float32; float64 models stay float64)
+        dtype = torch.promote_types(self.backbone.dtype, torch.float32)
+        acc = torch.zeros(len(keys), height, width, dtype=dtype)
         acc_raw = torch.zeros_like(acc) if self.refiner is not None else None
         views = 0
         for size in sizes:
-            x = to_tensor(image, size)
+            x = to_tensor(image, size, dtype)
             for flipped in ((False, True) if self.flip else (False,)):
                 xv = x.flip(-1) if flipped else x
                 out = self.view_cams(xv, keys)
@@ -250,7 +252,7 @@ class BaseCAMGenerator(nn.Module):
                 if acc_raw is not None:
                     maps.append((acc_raw, out['cams']))
                 for target, cams in maps:
-                    up = F.interpolate(cams[None].float(), size=(height, width),
+                    up = F.interpolate(cams[None].to(dtype), size=(height, width),
                                        mode='bilinear', align_corners=False)[0]
                     target += up.flip(-1) if flipped else up
                 views += 1

@@ -54,7 +54,7 @@ def clip_class_scores(tokens: torch.Tensor, ln_post, proj: torch.Tensor, text: t
         g = pooled
     else:
         raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
-    logits = logit_scale * F.normalize(g, dim=-1) @ F.normalize(text, dim=-1).t()
+    logits = logit_scale * F.normalize(g, dim=-1) @ F.normalize(text.to(g.dtype), dim=-1).t()
     return logits.softmax(-1) if softmax else logits
 
 

@@ -140,7 +140,7 @@ class PatchTextCAMGenerator(BaseCAMGenerator):
         y = trace.tokens if bb.dense_mode == 'vanilla' else \
             bb.mode_fn(last, trace.last_input, trace.grid, **bb.mode_cfg)
         dense = F.normalize(v.ln_post(y[0, 1:]) @ v.proj, dim=-1)      # [n, D]
-        text = self.query_text()
+        text = self.query_text().to(dense.dtype)       # text in the image tower's precision
         if self.surgery:
             pooled = F.normalize(v._pool(trace.tokens)[0] @ v.proj, dim=-1)[0]
             sim = feature_surgery(dense, text, pooled)

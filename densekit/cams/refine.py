@@ -110,7 +110,8 @@ class ClassAwareAffinityRefiner(torch.nn.Module):
             raise ValueError(f'expected attention [L, N, N], got {tuple(attn.shape)}')
         if self.attn_layers is not None:
             attn = attn[-self.attn_layers:]
-        attn = attn.float().mean(0)
+        # at least float32 (half attention is averaged in float32); float64 stays float64
+        attn = attn.to(torch.promote_types(attn.dtype, torch.float32)).mean(0)
         if attn.shape[-1] == n + 1:          # drop the class token's row and column
             attn = attn[1:, 1:]
         if attn.shape[-1] != n:

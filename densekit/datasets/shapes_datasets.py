@@ -1,16 +1,15 @@
-"""mmseg / mmdet datasets over a Shapes-world directory written by ``tools/make_shapes.py``.
+"""The mmseg dataset over a Shapes-world directory written by ``tools/make_shapes.py``.
 
-``ShapesSegDataset`` registers in ``mmseg.registry.DATASETS`` and ``ShapesDetDataset`` in
-``mmdet.registry.DATASETS`` (the registries their configs build from: ``type='ShapesSegDataset'``
-under ``default_scope='mmseg'``). Importing this module only imports those registries and base
-classes; mmdet is optional, and without it only the segmentation dataset is defined.
+``ShapesSegDataset`` registers in ``mmseg.registry.DATASETS`` (``type='ShapesSegDataset'``
+under ``default_scope='mmseg'``). The detection dataset (``ShapesDetDataset``, mmdet's registry)
+lives with the other mmdet parts in :mod:`densekit.detectors.datasets`.
 """
 from typing import List, Optional
 
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS as SEG_DATASETS
 
-from .shapes import CLASSES, PALETTE, THING_CLASSES, THING_PALETTE
+from .shapes import CLASSES, PALETTE
 
 __all__ = ['ShapesSegDataset']
 
@@ -56,37 +55,3 @@ def pair_instances(instances: List[dict], raw_anns: List[dict], cat2label: dict)
                 yield inst, ann
                 break
 
-
-try:
-    from mmdet.datasets import CocoDataset
-    from mmdet.registry import DATASETS as DET_DATASETS
-except ModuleNotFoundError as e:  # mmdet is an optional dependency of densekit
-    if not (e.name or '').startswith('mmdet'):
-        raise
-    CocoDataset = None
-
-if CocoDataset is not None:
-
-    @DET_DATASETS.register_module()
-    class ShapesDetDataset(CocoDataset):
-        """Detection / instance segmentation on the Shapes world's 8 thing classes (COCO json,
-        category id = the class's index in the label map).
-
-        On top of ``CocoDataset``'s data info, every instance keeps ``attributes``
-        ({colour, pattern, size}) and every image its ``captions`` and image-level ``labels``.
-        Restricting ``metainfo=dict(classes=BASE_CLASSES)`` (e.g. open-vocabulary training on
-        base classes) drops the other categories' instances, as in ``CocoDataset``.
-        """
-        METAINFO = dict(classes=THING_CLASSES, palette=[tuple(p) for p in THING_PALETTE])  # tuples: mmdet's visualiser
-
-        def parse_data_info(self, raw_data_info: dict) -> dict:
-            data_info = super().parse_data_info(raw_data_info)
-            img_info = raw_data_info['raw_img_info']
-            data_info['captions'] = list(img_info.get('captions', []))
-            data_info['labels'] = list(img_info.get('labels', []))
-            for inst, ann in pair_instances(data_info['instances'],
-                                            raw_data_info['raw_ann_info'], self.cat2label):
-                inst['attributes'] = dict(ann.get('attributes', {}))
-            return data_info
-
-    __all__.append('ShapesDetDataset')

@@ -22,7 +22,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from ..clip.vocabulary import Vocabulary
-from ..heads.region_text import sanitize_boxes
+from .region_text_heads import sanitize_boxes
 from ..proposals.postprocess import masks_to_boxes  # re-exported: one copy for both packages
 
 __all__ = ['detector_config', 'init_detector', 'detect', 'classify_boxes', 'masks_to_boxes',

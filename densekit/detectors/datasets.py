@@ -17,9 +17,10 @@ from mmengine.fileio import load
 from mmdet.datasets import BaseDetDataset, CocoDataset, LVISV1Dataset
 from mmdet.registry import DATASETS
 
+from ..datasets.shapes import THING_CLASSES, THING_PALETTE
 from ..datasets.shapes_datasets import pair_instances
 
-__all__ = ['OVLVISV1Dataset', 'OVADDataset', 'VAWDataset']
+__all__ = ['OVLVISV1Dataset', 'OVADDataset', 'VAWDataset', 'ShapesDetDataset']
 
 
 @DATASETS.register_module()
@@ -90,3 +91,27 @@ class VAWDataset(BaseDetDataset):
                 attributes=dict(positive=list(r.get('positive_attributes', [])),
                                 negative=list(r.get('negative_attributes', [])))))
         return list(images.values())
+
+
+@DATASETS.register_module()
+class ShapesDetDataset(CocoDataset):
+    """Detection / instance segmentation on the Shapes world's 8 thing classes (COCO json,
+    category id = the class's index in the label map).
+
+    On top of ``CocoDataset``'s data info, every instance keeps ``attributes``
+    ({colour, pattern, size}) and every image its ``captions`` and image-level ``labels``.
+    Restricting ``metainfo=dict(classes=BASE_CLASSES)`` (e.g. open-vocabulary training on
+    base classes) drops the other categories' instances, as in ``CocoDataset``.
+    """
+    # palette entries as tuples: mmdet's visualiser needs them
+    METAINFO = dict(classes=THING_CLASSES, palette=[tuple(p) for p in THING_PALETTE])
+
+    def parse_data_info(self, raw_data_info: dict) -> dict:
+        data_info = super().parse_data_info(raw_data_info)
+        img_info = raw_data_info['raw_img_info']
+        data_info['captions'] = list(img_info.get('captions', []))
+        data_info['labels'] = list(img_info.get('labels', []))
+        for inst, ann in pair_instances(data_info['instances'],
+                                        raw_data_info['raw_ann_info'], self.cat2label):
+            inst['attributes'] = dict(ann.get('attributes', {}))
+        return data_info

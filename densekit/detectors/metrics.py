@@ -28,7 +28,7 @@ from mmdet.evaluation.metrics import CocoMetric
 from mmdet.registry import METRICS
 from mmdet.structures.bbox import bbox_overlaps
 
-from ..heads.attribute import AttributeVocabulary
+from .attribute_head import AttributeVocabulary
 
 __all__ = ['OpenVocabCocoMetric', 'AttributeMetric', 'average_precision']
 

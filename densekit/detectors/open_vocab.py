@@ -22,7 +22,7 @@ from mmdet.models.detectors import TwoStageDetector
 from mmdet.registry import MODELS as DET_MODELS
 
 from ..clip.builder import build_clip
-from ..heads.region_text import DenseFeatures
+from .region_text_heads import DenseFeatures
 from .vocab import OpenVocabMixin, clip_det_preprocessor, clip_embed_dim
 
 __all__ = ['OpenVocabRCNN']

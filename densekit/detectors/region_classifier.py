@@ -21,7 +21,7 @@ from mmdet.registry import MODELS as DET_MODELS
 from mmdet.structures.bbox import scale_boxes
 
 from ..clip.builder import build_clip
-from ..heads.region_text import DenseFeatures, region_clip_embeddings, sanitize_boxes
+from .region_text_heads import DenseFeatures, region_clip_embeddings, sanitize_boxes
 from .vocab import OpenVocabMixin, clip_det_preprocessor, clip_embed_dim
 
 __all__ = ['RegionCLIPClassifier']

@@ -15,7 +15,7 @@ from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import BaseBoxes
 
-from ..heads.attribute import AttributeVocabulary
+from .attribute_head import AttributeVocabulary
 
 __all__ = ['LoadAttributes', 'PackDetInputsWithAttributes', 'GTBoxesAsProposals']
 

@@ -23,7 +23,8 @@ from mmengine.structures import InstanceData
 
 from ..clip.text import CLIPTextEncoder
 from ..clip.vocabulary import Vocabulary
-from ..heads.attribute import AttributeVocabulary
+from ..engine.vocabulary import classes_from_config
+from .attribute_head import AttributeVocabulary
 
 # OpenAI CLIP's normalisation on 0-255 images (as densekit's segmentor uses).
 CLIP_MEAN = [122.771, 116.746, 104.094]
@@ -93,7 +94,8 @@ class OpenVocabMixin:
     def _current_vocabulary(self) -> Vocabulary:
         if self.vocabulary is not None:
             return self.vocabulary
-        classes = (getattr(self, 'dataset_meta', None) or {}).get('classes')
+        classes = (classes_from_config(getattr(self, 'cfg', None))
+                   or (getattr(self, 'dataset_meta', None) or {}).get('classes'))
         if classes:
             return Vocabulary.parse(list(classes))
         raise ValueError('no vocabulary: pass vocabulary=[...] in the model config, call '

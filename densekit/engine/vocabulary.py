@@ -6,14 +6,15 @@ Runner:
 1. call time: ``model.set_vocabulary(...)``, ``segment(..., vocabulary=)``, ``texts=`` of
    ``DetInferencer``;
 2. the model config: ``model.vocabulary=...``;
-3. ``model.dataset_meta['classes']``: set by a Runner from its dataset (through
-   :class:`~densekit.engine.DatasetVocabularyHook`), by mmseg's ``init_model`` from a
-   checkpoint's meta, or by the mm inferencers;
-4. the config the model was built from (``model.cfg``, which mmseg's ``init_model`` and mmdet's
-   ``init_detector`` keep): ``metainfo.classes`` of its test (else val, else train) dataset, or
-   the ``METAINFO`` classes of that dataset's registered type.
+3. the config the model was built from (``model.cfg``, which mmseg's ``init_model``, mmdet's
+   ``init_detector`` and the mm inferencers keep): ``metainfo.classes`` of its test (else val,
+   else train) dataset, or the ``METAINFO`` classes of that dataset's registered type;
+4. ``model.dataset_meta['classes']``: set by mmseg's ``init_model`` from a checkpoint's meta.
+   It comes after the config because ``MMSegInferencer`` without weights fills it with
+   Cityscapes' classes whatever the config says.
 
-Only 4 needs this module; 1-3 are attributes the models read directly.
+A Runner sets the vocabulary of each phase itself (:class:`~densekit.engine.DatasetVocabularyHook`,
+level 1). Only 3 needs this module; the others are attributes the models read directly.
 """
 import importlib
 from typing import List, Optional

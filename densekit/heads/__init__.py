@@ -1,3 +1,5 @@
+"""Heads that need only mmseg / mmengine. The mmdet heads (region-text RoI / bbox heads, the
+attribute head) live in :mod:`densekit.detectors`, behind densekit's one optional-import guard."""
 from .mask_classifier import (EnsembleMaskClassifier, MaskClassifier, MaskedCropClassifier,
                               MaskPoolingClassifier)
 from .pixel_text import PixelTextHead
@@ -8,10 +10,3 @@ __all__ = ['ZeroShotPixelTextHead', 'PixelTextHead', 'LearnableContext', 'Contex
            'MaskClassifier', 'MaskPoolingClassifier', 'MaskedCropClassifier',
            'EnsembleMaskClassifier']
 
-try:  # region-text heads need mmdet, an optional dependency of the segmentation parts
-    from .attribute import AttributeHead, AttributeVocabulary
-    from .region_text import RegionTextBBoxHead, RegionTextRoIHead
-    __all__ += ['AttributeHead', 'AttributeVocabulary', 'RegionTextBBoxHead', 'RegionTextRoIHead']
-except ModuleNotFoundError as e:
-    if not (e.name or '').startswith('mmdet'):
-        raise

@@ -18,7 +18,7 @@ The background column keeps the learned probability. Scores are not renormalised
 Heads follow mmdet 3.x contracts: :class:`RegionTextBBoxHead` is a ``Shared2FCBBoxHead`` whose
 classifier is the text embeddings (class-agnostic box regression, so the vocabulary can change);
 :class:`RegionTextRoIHead` is a ``StandardRoIHead`` that adds the dense-embedding score and an
-optional :class:`~densekit.heads.attribute.AttributeHead` on the final boxes (the way the mask
+optional :class:`~densekit.detectors.attribute_head.AttributeHead` on the final boxes (the way the mask
 branch runs on them).
 """
 from typing import List, Optional, Sequence, Tuple
@@ -35,7 +35,7 @@ from mmdet.models.utils import empty_instances, unpack_gt_instances
 from mmdet.registry import MODELS as DET_MODELS
 from mmdet.structures.bbox import bbox2roi, get_box_tensor, scale_boxes
 
-from .attribute import box_geometry
+from .attribute_head import box_geometry
 
 __all__ = ['DenseFeatures', 'sanitize_boxes', 'roi_embeddings', 'crop_embeddings',
            'region_clip_embeddings', 'geometric_ensemble',
@@ -356,7 +356,7 @@ class RegionTextRoIHead(StandardRoIHead):
     scores are used alone.
 
     Args:
-        attribute_head: :class:`~densekit.heads.attribute.AttributeHead` config, or None.
+        attribute_head: :class:`~densekit.detectors.attribute_head.AttributeHead` config, or None.
         clip_source: where the training-free region embedding comes from: ``'dense'``
             (RoIAlign on the dense map, the default) or ``'crop'`` (encode enlarged image crops
             with CLIP's image tower, as ViLD / RegionCLIP; one tower pass per box).

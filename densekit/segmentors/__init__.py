@@ -1,5 +1,5 @@
 from .open_vocab import OpenVocabSegmentor
 from .proposal_segmentor import ProposalSegmentor
-from .refine import PAMR
+from .pamr import PAMR
 
 __all__ = ['OpenVocabSegmentor', 'ProposalSegmentor', 'PAMR']

@@ -1,21 +1,9 @@
 """Shared test helpers (importable from tests: pytest puts this folder on sys.path)."""
-import importlib.util
 import os.path as osp
 import struct
 import zlib
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def load_tool(name: str):
-    """Import ``tools/<name>.py`` as a module (tools are scripts, not a package). Still used for
-    tools/train.py and tools/test.py; densekit's own commands are imported from
-    ``densekit.apis``."""
-    spec = importlib.util.spec_from_file_location(f'densekit_tools_{name}',
-                                                  osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def png_header_only(width: int, height: int) -> bytes:

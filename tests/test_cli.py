@@ -229,6 +229,18 @@ def test_images_above_the_pixel_cap_are_downscaled_with_a_notice(images, tmp_pat
     assert cv2.imread(str(tmp_path / 'full' / 'wide_label.png')).shape[:2] == (200, 300)
 
 
+def test_default_cap_is_lower_under_pamr():
+    """PAMR refines at the output size (the largest cost per pixel): a smaller default cap."""
+    from types import SimpleNamespace
+
+    from densekit.apis.cli import REFINE_MAX_PIXELS, default_max_pixels, infer_parser
+    from densekit.utils.io import DEFAULT_MAX_PIXELS
+    assert (DEFAULT_MAX_PIXELS, REFINE_MAX_PIXELS) == (4096 * 4096, 1024 * 1024)
+    assert default_max_pixels(SimpleNamespace(refine=None)) == DEFAULT_MAX_PIXELS
+    assert default_max_pixels(SimpleNamespace(refine=object())) == REFINE_MAX_PIXELS
+    assert infer_parser().parse_args(['x', '--vocab', 'a']).max_pixels is None
+
+
 def test_huge_header_is_refused_before_decoding(images, tmp_path, monkeypatch, capsys):
     import densekit.utils.io as io_mod
 

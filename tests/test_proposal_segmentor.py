@@ -17,7 +17,6 @@ from densekit.proposals import MaskProposer, Proposals
 from densekit.engine.runner import run_test_tool
 from densekit.segmentors import OpenVocabSegmentor
 from numerics import F64_ATOL
-from helpers import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs', 'proposals')
@@ -191,9 +190,6 @@ def test_slide_dense_embeddings_match_whole_on_one_window(seg):
 
 
 # ------------------------------------------------------------------ tools
-_tool = load_tool
-
-
 @pytest.fixture(scope='module')
 def shapes_root(tmp_path_factory):
     from densekit.datasets.shapes import generate_split

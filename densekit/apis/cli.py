@@ -10,7 +10,7 @@ import json
 import os
 import os.path as osp
 import sys
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 
@@ -28,6 +28,11 @@ from ..utils.io import (
 from ..utils.visualization import overlay_with_legend
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+# The pixel cap when the segmentor refines with PAMR, which runs at the output size: a 10000 px
+# square PNG through demo/image_demo.py (dense regions + PAMR) peaked at 3.8 GB RSS downscaled to
+# 1024x1024, 12 GB at 2048x2048 and was killed at 4096x4096 (19 GB); without PAMR tools/infer.py
+# peaked at 2.2 GB at 4096x4096 (README.md, "Command line", has the commands).
+REFINE_MAX_PIXELS = 1024 * 1024
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 # Errors that mean "bad argument or file": printed as one line, exit code 2.
 USAGE_ERRORS = (ValueError, OSError, KeyError)
@@ -91,10 +96,11 @@ def add_model_args(parser: argparse.ArgumentParser):
 def add_output_args(parser: argparse.ArgumentParser, default_out: str):
     g = parser.add_argument_group('output')
     g.add_argument('--out', default=default_out, help='output folder')
-    g.add_argument('--max-pixels', type=int, default=DEFAULT_MAX_PIXELS,
+    g.add_argument('--max-pixels', type=int, default=None,
                    help='images with more pixels are downscaled to this many (with a notice) '
                         f'before segmenting; 0 = no cap (default {DEFAULT_MAX_PIXELS}, '
-                        '4096x4096). Outputs have the downscaled size.')
+                        f'4096x4096, or {REFINE_MAX_PIXELS}, 1024x1024, when PAMR refines the '
+                        'map at the output size). Outputs have the downscaled size.')
 
 
 def validate_model_args(args):
@@ -105,7 +111,7 @@ def validate_model_args(args):
         get_dense_mode(args.mode)                     # raises, listing the known modes
     if args.config is not None and not osp.isfile(args.config):
         raise FileNotFoundError(f'config not found: {args.config}')
-    if getattr(args, 'max_pixels', 0) < 0:
+    if (getattr(args, 'max_pixels', None) or 0) < 0:
         raise ValueError(f'--max-pixels must be >= 0, got {args.max_pixels}')
 
 
@@ -162,14 +168,23 @@ def unique_stem(path: str, used: set) -> str:
 _stem = unique_stem          # the name tools/infer_det.py used
 
 
+def default_max_pixels(model) -> int:
+    """The pixel cap for ``model``: :data:`REFINE_MAX_PIXELS` when it refines with PAMR (at the
+    output size, the largest cost per pixel), else ``DEFAULT_MAX_PIXELS``."""
+    return REFINE_MAX_PIXELS if getattr(model, 'refine', None) is not None \
+        else DEFAULT_MAX_PIXELS
+
+
 def run_images(model, paths: Sequence[str], out_dir: str, progress: bool = True,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+               max_pixels: Optional[int] = None) -> dict:
     """Segment ``paths``; write ``<stem>_overlay.png``, ``<stem>_label.png`` and one
-    ``summary.json``. Images above ``max_pixels`` are downscaled (the notice is in the
-    summary); bad images are reported and skipped."""
+    ``summary.json``. Images above ``max_pixels`` (``None``: :func:`default_max_pixels`; 0: no
+    cap) are downscaled (the notice is in the summary); bad images are reported and skipped."""
     from tqdm import tqdm
 
     from .inference import segment
+    if max_pixels is None:
+        max_pixels = default_max_pixels(model)
     check_writable_dir(out_dir)
     classes = list(model.vocabulary.names)
     results, failed, used = [], [], set()

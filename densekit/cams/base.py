@@ -30,10 +30,8 @@ from ..clip.text import CLIPTextEncoder
 from ..clip.templates import get_templates
 from ..clip.vocabulary import Vocabulary
 from ..registry import MODELS
+from ..constants import CLIP_MEAN, CLIP_STD
 
-# OpenAI CLIP's normalisation on 0-255 RGB (the same numbers as OpenVocabSegmentor's).
-CLIP_MEAN = (122.771, 116.746, 104.094)
-CLIP_STD = (68.501, 66.632, 70.323)
 
 # CLIP-ES's background prompt set for PASCAL VOC (linyq2117/CLIP-ES clip_text.py,
 # BACKGROUND_CATEGORY): words for what is not one of the 20 object classes.

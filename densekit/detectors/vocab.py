@@ -25,10 +25,8 @@ from ..clip.text import CLIPTextEncoder
 from ..clip.vocabulary import Vocabulary
 from ..engine.vocabulary import classes_from_config
 from .attribute_head import AttributeVocabulary
+from ..constants import CLIP_MEAN, CLIP_STD
 
-# OpenAI CLIP's normalisation on 0-255 images (as densekit's segmentor uses).
-CLIP_MEAN = [122.771, 116.746, 104.094]
-CLIP_STD = [68.501, 66.632, 70.323]
 
 
 def clip_det_preprocessor(**kwargs) -> dict:

@@ -21,10 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import MODELS
+from ..constants import CLIP_MEAN, CLIP_STD
 
-# OpenAI CLIP's pixel mean / std on 0-255 RGB (OVSeg's PIXEL_MEAN / PIXEL_STD times 255).
-CLIP_MEAN = (122.771, 116.746, 104.094)
-CLIP_STD = (68.501, 66.632, 70.323)
 
 
 def queries_to_class_probs(cos: torch.Tensor, query_class: torch.Tensor, num_classes: int,

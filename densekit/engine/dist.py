@@ -15,6 +15,7 @@ CPU-aware DDP wrapper, so the same commands run on a CPU cluster:
   segmentors, which DDP refuses to wrap).
 """
 import os
+import re
 import subprocess
 from typing import Tuple
 
@@ -26,7 +27,7 @@ from torch import nn
 from ..registry import MODEL_WRAPPERS
 
 __all__ = ['setup_distributed', 'init_process_group', 'launcher_env', 'rank_and_world',
-           'CPUDistributedDataParallel']
+           'first_slurm_host', 'CPUDistributedDataParallel']
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
@@ -56,7 +57,7 @@ def launcher_env(launcher: str, port: int = 29500) -> Tuple[int, int, int]:
                 host = subprocess.run(['scontrol', 'show', 'hostname', nodes], check=True,
                                       capture_output=True, text=True).stdout.split()[0]
             except (OSError, subprocess.CalledProcessError, IndexError):
-                host = nodes.split(',')[0]
+                host = first_slurm_host(nodes)
             os.environ['MASTER_ADDR'] = host
         os.environ.setdefault('MASTER_PORT', str(port))
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
@@ -66,6 +67,18 @@ def launcher_env(launcher: str, port: int = 29500) -> Tuple[int, int, int]:
         world = int(os.environ.get('OMPI_COMM_WORLD_SIZE', 1))
         return rank, int(os.environ.get('OMPI_COMM_WORLD_LOCAL_RANK', 0)), world
     return 0, 0, 1
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a Slurm node list without ``scontrol``: ``'gpu[03-05,07],cpu1'`` ->
+    ``'gpu03'``, ``'node1,node2'`` -> ``'node1'``."""
+    m = re.match(r'([^,\[]+)(?:\[([^\]]+)\])?', nodelist.strip())
+    if m is None:
+        raise ValueError(f'cannot read the Slurm node list {nodelist!r}')
+    prefix, ranges = m.groups()
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(',')[0].split('-')[0]
 
 
 def init_process_group(launcher: str, backend: str = None) -> bool:

@@ -17,7 +17,8 @@ from mmengine.config import Config, DictAction
 from .checkpoint import trust_runner_checkpoints
 from .dist import LAUNCHERS, setup_distributed
 
-__all__ = ['load_config', 'build_runner', 'run_test_tool', 'run_train_tool', 'format_metrics']
+__all__ = ['load_config', 'build_runner', 'run_test_tool', 'run_train_tool', 'format_metrics',
+           'UsageError']
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
@@ -60,9 +61,56 @@ def _common_args(p: argparse.ArgumentParser):
                    help=argparse.SUPPRESS)     # torch.distributed.launch passes it
 
 
-def _fail(msg: str) -> int:
-    print(f'error: {msg}', file=sys.stderr)
-    return 2
+class UsageError(ValueError):
+    """A bad argument or file: the tools print it on one line and exit with 2."""
+
+
+def _config(args) -> Config:
+    try:
+        return load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    except (FileNotFoundError, ValueError, SyntaxError) as e:
+        raise UsageError(e) from None
+
+
+def _test_config(args) -> Config:
+    cfg = _config(args)
+    if args.checkpoint:
+        if not osp.isfile(args.checkpoint):
+            raise UsageError(f'checkpoint not found: {args.checkpoint}')
+        cfg.load_from = args.checkpoint
+    if args.out and isinstance(cfg.test_evaluator, dict):
+        cfg.test_evaluator = dict(cfg.test_evaluator, output_dir=args.out, keep_results=True)
+    if args.show_dir:
+        hooks = cfg.setdefault('default_hooks', {})
+        if 'visualization' in hooks:
+            hooks['visualization'].update(draw=True, interval=1)
+            cfg.visualizer['save_dir'] = args.show_dir
+    return cfg
+
+
+def _train_config(args) -> Config:
+    cfg = _config(args)
+    if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            raise UsageError('--amp needs a GPU; this machine has none')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        if not osp.isfile(args.resume):
+            raise UsageError(f'resume checkpoint not found: {args.resume}')
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def _runner(make_config, args):
+    """``(runner, None)``, or ``(None, 2)`` after printing a one-line error."""
+    try:
+        return build_runner(make_config(args)), None
+    except ValueError as e:       # UsageError, or a launcher environment that is missing
+        print(f'error: {e}', file=sys.stderr)
+        return None, 2
 
 
 def run_test_tool(argv=None) -> int:
@@ -71,27 +119,9 @@ def run_test_tool(argv=None) -> int:
     p.add_argument('--checkpoint', help='checkpoint to evaluate (omit for training-free models)')
     p.add_argument('--out', help='dump predictions to this folder (mmseg: label PNGs)')
     p.add_argument('--show-dir', help='save visualisations to this folder')
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    except (FileNotFoundError, ValueError, SyntaxError) as e:
-        return _fail(e)
-    if args.checkpoint:
-        if not osp.isfile(args.checkpoint):
-            return _fail(f'checkpoint not found: {args.checkpoint}')
-        cfg.load_from = args.checkpoint
-    if args.out:
-        if isinstance(cfg.test_evaluator, dict):
-            cfg.test_evaluator = dict(cfg.test_evaluator, output_dir=args.out, keep_results=True)
-    if args.show_dir:
-        hooks = cfg.setdefault('default_hooks', {})
-        if 'visualization' in hooks:
-            hooks['visualization'].update(draw=True, interval=1)
-            cfg.visualizer['save_dir'] = args.show_dir
-    try:
-        runner = build_runner(cfg)
-    except ValueError as e:          # launcher environment missing
-        return _fail(e)
+    runner, code = _runner(_test_config, p.parse_args(argv))
+    if runner is None:
+        return code
     metrics = runner.test()
     from mmengine.dist import get_rank
     if get_rank() == 0:
@@ -105,25 +135,8 @@ def run_train_tool(argv=None) -> int:
     p.add_argument('--resume', nargs='?', const='auto',
                    help='resume from CKPT, or from the latest checkpoint of the work dir')
     p.add_argument('--amp', action='store_true', help='mixed precision (GPU only)')
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    except (FileNotFoundError, ValueError, SyntaxError) as e:
-        return _fail(e)
-    if args.amp:
-        import torch
-        if not torch.cuda.is_available():
-            return _fail('--amp needs a GPU; this machine has none')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume:
-        if not osp.isfile(args.resume):
-            return _fail(f'resume checkpoint not found: {args.resume}')
-        cfg.resume, cfg.load_from = True, args.resume
-    try:
-        runner = build_runner(cfg)
-    except ValueError as e:
-        return _fail(e)
+    runner, code = _runner(_train_config, p.parse_args(argv))
+    if runner is None:
+        return code
     runner.train()
     return 0

@@ -38,8 +38,8 @@ from .pseudo_labels import (
     generate_pseudo_labels,
     run_settings,
 )
-from .refine import ClassAwareAffinityRefiner, affinity_transition, box_mask, cam_boxes, minmax
-from .tower import ViTTrace, block_forward, run_vit
+from .affinity import ClassAwareAffinityRefiner, affinity_transition, box_mask, cam_boxes, minmax
+from .vit_trace import ViTTrace, block_forward, run_vit
 from .visualize import cam_overlay, cam_strip
 
 __all__ = [

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from ..registry import MODELS
 from .base import BaseCAMGenerator
-from .refine import minmax
-from .tower import run_vit
+from .affinity import minmax
+from .vit_trace import run_vit
 
 
 def grad_cam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from ..registry import MODELS
 from .base import BaseCAMGenerator
-from .refine import minmax
-from .tower import run_vit
+from .affinity import minmax
+from .vit_trace import run_vit
 
 
 def enrich_text(text: torch.Tensor, bank: torch.Tensor, drop_frac: float = 0.1) -> torch.Tensor:

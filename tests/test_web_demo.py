@@ -387,3 +387,16 @@ def test_browser_end_to_end(server, browser, tmp_path):
              for li in d.find_elements(By.CSS_SELECTOR, '#mask-labels li')}
     assert names == {'wall', 'water', 'star'}
     assert not msg.is_displayed()
+
+
+# ----------------------------------------------------------------------------- command line
+def test_web_demo_command(capsys):
+    from densekit.apis.commands.web_demo import main
+    assert main(['--vocab', 'sky, star, Sky'], serve=False) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith('error:')]
+    assert len(err) == 1 and "duplicate name 'Sky'" in err[0]
+    assert main(['--vocab', 'sky, star', '--mode', 'sclip', '--proposals', 'slic'],
+                serve=False) == 0
+    with pytest.raises(SystemExit) as e:                     # argparse: the registry's names
+        main(['--mode', 'bogus'], serve=False)
+    assert e.value.code == 2 and 'naclip' in capsys.readouterr().err

@@ -165,8 +165,6 @@ def unique_stem(path: str, used: set) -> str:
     return name
 
 
-_stem = unique_stem          # the name tools/infer_det.py used
-
 
 def default_max_pixels(model) -> int:
     """The pixel cap for ``model``: :data:`REFINE_MAX_PIXELS` when it refines with PAMR (at the

@@ -23,7 +23,8 @@ from mmdet.registry import MODELS as DET_MODELS
 
 from ..clip.builder import build_clip
 from .region_text_heads import DenseFeatures
-from .vocab import OpenVocabMixin, clip_det_preprocessor, clip_embed_dim
+from .clip_utils import clip_det_preprocessor, clip_embed_dim
+from .vocabulary import OpenVocabMixin
 
 __all__ = ['OpenVocabRCNN']
 
@@ -120,7 +121,7 @@ class OpenVocabRCNN(OpenVocabMixin, TwoStageDetector):
     # ------------------------------------------------------------- inference
     def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
         """mmdet's two-stage prediction with the vocabulary of each sample (see
-        :mod:`densekit.detectors.vocab`); adds ``label_names`` and, with an attribute head,
+        :mod:`densekit.detectors.vocabulary`); adds ``label_names`` and, with an attribute head,
         ``attribute_scores [n, A]`` and ``attributes`` to ``pred_instances``."""
         vocabs = self._sample_vocabularies(batch_data_samples)
         self._refresh_attributes()

@@ -22,7 +22,8 @@ from mmdet.structures.bbox import scale_boxes
 
 from ..clip.builder import build_clip
 from .region_text_heads import DenseFeatures, region_clip_embeddings, sanitize_boxes
-from .vocab import OpenVocabMixin, clip_det_preprocessor, clip_embed_dim
+from .clip_utils import clip_det_preprocessor, clip_embed_dim
+from .vocabulary import OpenVocabMixin
 
 __all__ = ['RegionCLIPClassifier']
 

@@ -7,8 +7,9 @@ Vocabulary at test time, in order of precedence:
    :func:`densekit.detectors.detect`): a list of names, ``"cat, dog; puppy"`` or mmdet's
    ``"cat . dog ."``; it applies to that call only;
 2. the detector's vocabulary: ``vocabulary=`` in the config, :meth:`set_vocabulary`, or the
-   dataset's classes (:class:`~densekit.detectors.DetVocabularyHook`);
-3. ``dataset_meta['classes']`` (what ``DetInferencer`` sets from a checkpoint).
+   dataset's classes (:class:`~densekit.engine.DatasetVocabularyHook`);
+3. the classes of the config the model was built from (``model.cfg``), then
+   ``dataset_meta['classes']`` (:mod:`densekit.engine.vocabulary`).
 
 Base or novel (the ensemble weight): ``novel_classes`` given with the vocabulary (the hook takes
 them from a dataset's ``metainfo['novel_classes']``) win; otherwise every class not in the
@@ -25,27 +26,7 @@ from ..clip.text import CLIPTextEncoder
 from ..clip.vocabulary import Vocabulary
 from ..engine.vocabulary import classes_from_config
 from .attribute_head import AttributeVocabulary
-from ..constants import CLIP_MEAN, CLIP_STD
-
-
-
-def clip_det_preprocessor(**kwargs) -> dict:
-    cfg = dict(type='mmdet.DetDataPreprocessor', mean=CLIP_MEAN, std=CLIP_STD, bgr_to_rgb=True,
-               pad_size_divisor=32)
-    cfg.update(kwargs)
-    return cfg
-
-
-def clip_embed_dim(clip_model) -> int:
-    dim = getattr(clip_model.visual, 'output_dim', None)
-    if dim is None:
-        dim = clip_model.text_projection.shape[1]
-    return int(dim)
-
-
-def clip_logit_scale(clip_model, cap: float = 100.0) -> float:
-    scale = getattr(clip_model, 'logit_scale', None)
-    return min(float(scale.detach().exp()), cap) if scale is not None else cap
+from .clip_utils import clip_logit_scale
 
 
 def parse_text_vocabulary(text) -> Vocabulary:

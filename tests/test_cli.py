@@ -269,6 +269,18 @@ def test_decode_image_downscales_a_jpeg_while_decoding():
     assert out.shape == (62, 100, 3) and 'downscaled to 100x62' in notice   # 640 -> 100
     out, notice = decode_image(data, 'x.jpg', max_pixels=640 * 400)
     assert out.shape == (400, 640, 3) and notice == ''
+    # an EXIF-rotated JPEG: the header's size is before the rotation the decoder applies
+    import io
+
+    from PIL import Image
+    pil = Image.fromarray(img)
+    exif = pil.getexif()
+    exif[0x0112] = 6                                        # rotate 90 degrees on display
+    buf = io.BytesIO()
+    pil.save(buf, 'JPEG', exif=exif.tobytes())
+    assert decode_image(buf.getvalue(), 'r.jpg')[0].shape == (640, 400, 3)
+    out, notice = decode_image(buf.getvalue(), 'r.jpg', max_side=100)
+    assert out.shape == (100, 62, 3) and '400x640 pixels' in notice
 
 
 # ------------------------------------------------------------------ broken checkpoints

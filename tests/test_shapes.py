@@ -246,7 +246,7 @@ def test_seg_dataset_through_mmseg_pipeline(split_dir):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    import densekit.datasets.shapes_datasets  # noqa: F401
+    import densekit.datasets.shapes_seg_dataset  # noqa: F401
     init_default_scope('mmseg')
     ds = DATASETS.build(dict(
         type='ShapesSegDataset', data_root=str(split_dir),

@@ -6,7 +6,7 @@
 #   python tools/train.py configs/clipself/clipself_shapes_tiny.py [--resume]
 #   # the run ends by writing work_dirs/clipself_shapes_tiny/clip_clipself.safetensors
 #   # (or: python tools/export_clipself.py configs/clipself/clipself_shapes_tiny.py \
-#   #          work_dirs/clipself_shapes_tiny/iter_3000.pth --out clip.safetensors)
+#   #          work_dirs/clipself_shapes_tiny/iter_1500.pth --out clip.safetensors)
 #   python tools/test.py configs/shapes/zero_shot_maskclip_shapes_tiny.py --cfg-options \
 #       model.clip.model=densekit-shapes-tiny \
 #       model.clip.checkpoint=work_dirs/clipself_shapes_tiny/clip_clipself.safetensors
@@ -18,7 +18,7 @@ default_scope = 'mmseg'
 custom_imports = dict(imports=['densekit'], allow_failed_imports=False)
 
 crop = (64, 64)
-max_iters = 3000
+max_iters = 1500
 model = dict(
     type='densekit.CLIPSelf',
     clip=dict(model='shapes-tiny'),
@@ -37,7 +37,7 @@ train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
-    batch_size=32, num_workers=2, persistent_workers=True,
+    batch_size=16, num_workers=2, persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     # images only: no seg_map_path, no LoadAnnotations
     dataset=dict(type='ShapesSegDataset', data_root='data/shapes',

@@ -18,7 +18,7 @@ from mmdet.datasets import BaseDetDataset, CocoDataset, LVISV1Dataset
 from mmdet.registry import DATASETS
 
 from ..datasets.shapes import THING_CLASSES, THING_PALETTE
-from ..datasets.shapes_datasets import pair_instances
+from ..datasets.shapes_seg_dataset import pair_instances
 
 __all__ = ['OVLVISV1Dataset', 'OVADDataset', 'VAWDataset', 'ShapesDetDataset']
 

@@ -10,8 +10,10 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 TASKS=${TASKS:-$GPUS}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# the repository's venv (tools/setup.sh) unless PYTHON names another interpreter
+default_py=python; [ -x "$here/../.venv/bin/python" ] && default_py="$here/../.venv/bin/python"
 gres=(); [ "$GPUS" -gt 0 ] && gres=(--gres="gpu:${GPUS_PER_NODE}")
 srun -p "$PARTITION" --job-name="$JOB_NAME" "${gres[@]}" --ntasks="$TASKS" \
   --ntasks-per-node="${TASKS_PER_NODE:-$GPUS_PER_NODE}" --cpus-per-task="${CPUS_PER_TASK:-5}" \
   --kill-on-bad-exit=1 ${SRUN_ARGS:-} \
-  "${PYTHON:-python}" -u "$here/$TOOL.py" "$CONFIG" --launcher slurm "${@:5}"
+  "${PYTHON:-$default_py}" -u "$here/$TOOL.py" "$CONFIG" --launcher slurm "${@:5}"

@@ -10,16 +10,17 @@ if ROOT not in sys.path:
 # Tiny models: one thread avoids oversubscribing 2 shared cores. DENSEKIT_TEST_THREADS and
 # DENSEKIT_TEST_KERNELS run the suite on other kernels to shake out machine-dependent numeric
 # assertions (docs/testing.md): e.g. DENSEKIT_TEST_THREADS=2
-# DENSEKIT_TEST_KERNELS=flush-denormal,no-mkldnn,no-mkl (MKL_CBWR / ATEN_CPU_CAPABILITY are
-# environment variables of MKL and torch themselves).
+# DENSEKIT_TEST_KERNELS=flush-denormal,no-mkldnn (MKL_CBWR / ATEN_CPU_CAPABILITY, environment
+# variables of MKL and torch themselves, pick other BLAS / vectorised kernels).
 torch.set_num_threads(int(os.environ.get('DENSEKIT_TEST_THREADS', '1')))
 _KERNELS = {k for k in os.environ.get('DENSEKIT_TEST_KERNELS', '').split(',') if k}
+if _KERNELS - {'flush-denormal', 'no-mkldnn'}:
+    raise ValueError(f'DENSEKIT_TEST_KERNELS: unknown {sorted(_KERNELS)}; '
+                     'known: flush-denormal, no-mkldnn')
 if 'flush-denormal' in _KERNELS:
     torch.set_flush_denormal(True)
 if 'no-mkldnn' in _KERNELS:
     torch.backends.mkldnn.enabled = False
-if 'no-mkl' in _KERNELS:
-    torch.backends.mkl.enabled = False   # FFT path; BLAS follows MKL_CBWR
 # No on-disk text-embedding cache in tests (inherited by tools run as subprocesses): a test run
 # never writes into the user's cache, and one test's entry never turns another's text pass into
 # a hit. Tests of the disk cache pass disk_cache=True and their own folder.

@@ -15,7 +15,7 @@ MODELS = Registry(
     parent=MMENGINE_MODELS,
     scope='densekit',
     locations=['densekit.clip', 'densekit.segmentors', 'densekit.heads', 'densekit.proposals',
-               'densekit.cams', 'densekit.distill'])
+               'densekit.cams', 'densekit.distill', 'densekit.vfm'])
 
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='densekit',
                  locations=['densekit.engine', 'densekit.evaluation', 'densekit.detectors',

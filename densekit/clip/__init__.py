@@ -1,6 +1,7 @@
 from .attention import get_dense_mode
 from .backbone import CLIPVisionBackbone, interpolate_pos_embed
 from .builder import build_clip, list_clip_models, load_clip_checkpoint, save_clip_checkpoint
+from .proxy import ProxyCLIPBackbone, proxyclip  # noqa: F401  (registers 'proxyclip')
 from .text import CLIPTextEncoder, TextEmbeddings
 from .vocabulary import Vocabulary
 

@@ -9,7 +9,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import densekit  # noqa: F401
-from numerics import F64_ATOL, U32
+from numerics import F64_ATOL, U32, fp32_atol
 from densekit.heads.prompting import (ContextDecoder, LearnableContext,
                                       encode_token_embeddings, visual_context)
 
@@ -110,6 +110,9 @@ def test_context_decoder_shapes_and_start():
     assert torch.allclose(memory[:, 0], dense.flatten(2).mean(-1))
     out = dec(text, memory)
     assert out.shape == (3, 5, 32)
+    assert not torch.equal(out[0], out[1])                  # each image updates its own text
+    out.sum().backward()
+    assert dec.gamma.grad.abs().sum() > 0
     # gamma starts at 1e-4: the decoder begins from the unchanged text embeddings; out - text
     # is exactly gamma times the decoder's output D, whatever its size (eval: no dropout, so
     # both calls compute the same D and only the additions round, by <= U32 * |value| each)
@@ -119,12 +122,8 @@ def test_context_decoder_shapes_and_start():
         dec.gamma.fill_(1.0)
         full = dec(text, memory)
         dec.gamma.fill_(1e-4)
-    dec.train()
     bound = 4 * U32 * max(float(text.abs().max()), float(full.abs().max()))
     assert ((start - text) - 1e-4 * (full - text)).abs().max() <= bound
-    assert not torch.equal(out[0], out[1])                  # each image updates its own text
-    out.sum().backward()
-    assert dec.gamma.grad.abs().sum() > 0
 
 
 def test_class_specific_contexts(model):
@@ -145,17 +144,19 @@ def test_class_specific_contexts(model):
 
 
 def test_vocabulary_change_at_test_time(model):
-    import copy
-    model = copy.deepcopy(model).double()   # a batch of 5 names vs 1: float64 (numerics.py)
     model.eval()
-    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    x = torch.randn(1, 3, 64, 64)
     model.set_vocabulary(['sky', 'grass; lawn', 'star', 'heart'])
     out = model.predict(x)[0]
     assert out.seg_logits.data.shape == (4, 64, 64)         # classes (synonyms merged)
     assert model.decode_head._query_names == ('sky', 'grass', 'lawn', 'star', 'heart')
     emb = model.decode_head.text_features()
     expect = F.normalize(model.decode_head.prompt(['star']), dim=-1)
-    assert torch.allclose(emb[3], expect[0], rtol=0, atol=F64_ATOL)   # re-encoded with context
+    # names re-encoded with the context: the same formula in a batch of 5 names and of 1, so
+    # only the GEMM blocking differs; float32 bound of the 2-block text tower (width 64, MLP
+    # 256: <= 12 chained sums of <= 256 terms) on unit-scale activations
+    assert (emb[3] - expect[0]).abs().max() <= fp32_atol(256, 1.0, depth=12)
+    model.set_vocabulary(VOCAB)
 
 
 def test_bad_inputs(model):

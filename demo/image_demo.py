@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from densekit.apis.cli import image_demo_main  # noqa: E402  (after the checkout path)
+from densekit.apis.cli import image_demo_main
 
 if __name__ == '__main__':
     sys.exit(image_demo_main())

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from densekit.apis.commands.web_demo import main  # noqa: E402  (after the checkout path)
+from densekit.apis.commands.web_demo import main
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -7,11 +7,25 @@ import torch.nn.functional as F
 
 import densekit  # noqa: F401  (registers the backbone and text encoder)
 import densekit.cams as cams_pkg  # noqa: F401  (registers the CAM generators; not in locations)
-from densekit.cams import (ClassAwareAffinityRefiner, GradCAMGenerator, PatchTextCAMGenerator,
-                           affinity_transition, box_mask, cam_boxes, cams_to_label,
-                           clip_class_scores, confusion_matrix, enrich_text, feature_surgery,
-                           grad_cam, miou, minmax, run_vit)
+from densekit.cams import (
+    ClassAwareAffinityRefiner,
+    GradCAMGenerator,
+    PatchTextCAMGenerator,
+    affinity_transition,
+    box_mask,
+    cam_boxes,
+    cams_to_label,
+    clip_class_scores,
+    confusion_matrix,
+    enrich_text,
+    feature_surgery,
+    grad_cam,
+    minmax,
+    miou,
+    run_vit,
+)
 from densekit.registry import MODELS
+
 from numerics import F64_ATOL, U32, fp32_atol
 
 VOCAB = ['background; ground', 'cat', 'dog; puppy', 'car']

@@ -10,11 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import densekit  # noqa: F401
+import densekit
 import densekit.detectors  # noqa: F401  (registers the detection modules)
 from densekit.detectors.attribute_head import AttributeHead, AttributeVocabulary, group_activation
-from densekit.detectors.region_text_heads import (RegionTextBBoxHead, geometric_ensemble, roi_embeddings,
-                                        sanitize_boxes)
+from densekit.detectors.region_text_heads import (
+    RegionTextBBoxHead,
+    geometric_ensemble,
+    roi_embeddings,
+    sanitize_boxes,
+)
+
 from numerics import fp32_atol
 
 
@@ -278,9 +283,9 @@ def test_attribute_metric_matches_boxes_and_counts_misses():
 
 # ----------------------------------------------------------- vocabulary at test time
 def test_vocabulary_changes_at_test_time(tiny_clip):
-    from mmengine.structures import InstanceData
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
     torch.manual_seed(0)
     model = MODELS.build(dict(type='RegionCLIPClassifier', clip=dict(model='densekit-tiny-vit'),
                               text_encoder=dict(templates='single'),

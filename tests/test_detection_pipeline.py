@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import densekit  # noqa: F401
+import densekit
 import densekit.detectors  # noqa: F401  (registers the detection modules)
 from densekit.engine.runner import run_test_tool, run_train_tool
 
@@ -138,6 +138,7 @@ def test_classify_boxes_api_clips_rejects_and_drops(shapes_root):
 def test_det_inferencer_with_a_vocabulary_at_call_time(trained, shapes_root, tmp_path):
     from mmdet.apis import DetInferencer
     from mmengine.config import Config
+
     from densekit.detectors import OpenVocabDetInferencer
     from densekit.engine.checkpoint import trust_runner_checkpoints
     ckpt, _ = trained
@@ -173,6 +174,7 @@ def test_benchmark_detection_configs_parse_and_build(tiny_clip):
     from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
+
     from densekit.datasets import shapes
     for path in sorted(glob.glob(osp.join(ROOT, 'configs', 'detection', '*.py'))):
         cfg = Config.fromfile(path)
@@ -204,6 +206,7 @@ def test_benchmark_detection_configs_parse_and_build(tiny_clip):
 
 def test_vaw_and_ovad_annotations_parse(tmp_path):
     from mmdet.registry import DATASETS
+
     from densekit.detectors.attribute_head import AttributeVocabulary
     records = [dict(image_id=7, instance_id=1, instance_bbox=[1, 2, 10, 20], object_name='cup',
                     positive_attributes=['red'], negative_attributes=['wooden']),

@@ -4,8 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from densekit.engine.dist import (CPUDistributedDataParallel, first_slurm_host, launcher_env,
-                                  setup_distributed)
+from densekit.engine.dist import (
+    CPUDistributedDataParallel,
+    first_slurm_host,
+    launcher_env,
+    setup_distributed,
+)
 
 
 @pytest.mark.parametrize('nodes,host', [('gpu[03-05,07],cpu1', 'gpu03'), ('node1,node2', 'node1'),

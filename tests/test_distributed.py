@@ -39,8 +39,8 @@ model = dict(
                      feature_strides=[4, 8, 16], embed_dim=32, channels=16,
                      score_concat_index=2,
                      # nothing that depends on the split of a batch over processes: no dropout
-                     # (random masks), GroupNorm for BatchNorm (batch statistics), losses averaged over all
-                     # pixels (equal per image, so the mean of per-process means is the mean)
+                     # (random masks), GroupNorm for BatchNorm (batch statistics), losses
+                     # averaged over all pixels (equal per image: the mean of the means)
                      context_decoder=dict(width=16, heads=2, layers=1, dropout=0.0),
                      dropout_ratio=0.0, norm_cfg=dict(type='GN', num_groups=4),
                      loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0,

@@ -9,9 +9,14 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import densekit  # noqa: F401
+from densekit.heads.prompting import (
+    ContextDecoder,
+    LearnableContext,
+    encode_token_embeddings,
+    visual_context,
+)
+
 from numerics import F64_ATOL, U32, fp32_atol
-from densekit.heads.prompting import (ContextDecoder, LearnableContext,
-                                      encode_token_embeddings, visual_context)
 
 VOCAB = ['red square', 'green circle', 'blue sky']
 

@@ -12,10 +12,11 @@ import torch
 
 import densekit  # noqa: F401
 from densekit.apis import init_segmentor, segmentor_config
+from densekit.engine.runner import run_test_tool
 from densekit.heads.mask_classifier import MaskClassifier
 from densekit.proposals import MaskProposer, Proposals
-from densekit.engine.runner import run_test_tool
 from densekit.segmentors import OpenVocabSegmentor
+
 from numerics import F64_ATOL
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

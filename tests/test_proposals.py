@@ -13,13 +13,31 @@ import torch.nn.functional as F
 import densekit  # noqa: F401
 from densekit.clip.text import TextEmbeddings
 from densekit.clip.vocabulary import Vocabulary
-from densekit.heads.mask_classifier import (CLIP_MEAN, CLIP_STD, EnsembleMaskClassifier,
-                                            MaskedCropClassifier, MaskPoolingClassifier,
-                                            queries_to_class_probs)
-from densekit.proposals import (DenseRegionProposer, FelzenszwalbProposer, MaskPostprocessor,
-                                Proposals, SAMAutomaticProposer, SAMPromptProposer, SLICProposer,
-                                absorb_small_regions, build_sam, build_tiny_sam, mask_iou,
-                                mask_nms, masks_to_boxes, remove_small_regions)
+from densekit.heads.mask_classifier import (
+    CLIP_MEAN,
+    CLIP_STD,
+    EnsembleMaskClassifier,
+    MaskedCropClassifier,
+    MaskPoolingClassifier,
+    queries_to_class_probs,
+)
+from densekit.proposals import (
+    DenseRegionProposer,
+    FelzenszwalbProposer,
+    MaskPostprocessor,
+    Proposals,
+    SAMAutomaticProposer,
+    SAMPromptProposer,
+    SLICProposer,
+    absorb_small_regions,
+    build_sam,
+    build_tiny_sam,
+    mask_iou,
+    mask_nms,
+    masks_to_boxes,
+    remove_small_regions,
+)
+
 from numerics import fp32_atol
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

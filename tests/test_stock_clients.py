@@ -39,6 +39,9 @@ def _shrink(node):
             node.pop('checkpoint', None)
         if node.get('model_type') in ('vit_b', 'vit_l', 'vit_h', 'default'):
             node['model_type'], node['checkpoint'] = 'tiny', None
+        if node.get('type') == 'densekit.VFMBackbone':   # ProxyCLIP proxies: the family's tiny row
+            node.update(name=node['name'].split('_')[0] + '_tiny', pretrained=False,
+                        checkpoint=None)
         if node.get('trainable_blocks'):       # counted for 12 blocks; the tiny tower has 3
             node['trainable_blocks'] = None
         if 'templates' in node:

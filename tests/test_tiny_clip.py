@@ -1,7 +1,5 @@
 """The embedded default: its trainer, its storage format, and the shipped weights."""
-import os
 import os.path as osp
-import sys
 
 import numpy as np
 import pytest
@@ -9,6 +7,7 @@ import torch
 
 from densekit.clip import build_clip, save_clip_checkpoint
 from densekit.clip.builder import PRESETS, WEIGHTS_DIR, read_state_dict
+
 from numerics import F64_ATOL
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -63,8 +62,9 @@ def test_sparse_token_rows_roundtrip(tiny_clip, tmp_path):
 
 
 def test_training_lowers_loss_and_resumes(tmp_path):
-    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
     import open_clip
+
+    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
     torch.manual_seed(0)
     model = build_clip('densekit-tiny-vit')
     tok = open_clip.get_tokenizer('densekit-tiny-vit')
@@ -132,8 +132,8 @@ def test_trainer_cli_end_to_end_with_interruption(tmp_path, capsys):
 
 def test_positives_follow_what_each_sentence_claims():
     from densekit.clip.tiny_training import make_view, positives
-    import numpy as np
-    star = frozenset({('shape', 'star'), ('colour', 'red'), ('pattern', 'solid'), ('size', 'small')})
+    star = frozenset({('shape', 'star'), ('colour', 'red'), ('pattern', 'solid'),
+                      ('size', 'small')})
     blue_star = frozenset({('shape', 'star'), ('colour', 'blue'), ('pattern', 'solid'),
                            ('size', 'small')})
     sky = frozenset({('stuff', 'sky')})
@@ -158,8 +158,9 @@ def test_positives_follow_what_each_sentence_claims():
 
 
 def test_finetune_phase_pools_a_subset_of_patches():
-    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
     import open_clip
+
+    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
     torch.manual_seed(0)
     model = build_clip('densekit-shapes-tiny')          # mean-pooled image tower
     assert model.visual.pool_type == 'avg'
@@ -191,8 +192,9 @@ def test_finetune_phase_pools_a_subset_of_patches():
 
 def test_eval_zero_shot_cls_reports_patch_accuracy(tmp_path, capsys):
     import json
-    from densekit.datasets.shapes import generate_split
+
     from densekit.apis.commands import eval_zero_shot_cls as tool
+    from densekit.datasets.shapes import generate_split
     generate_split(str(tmp_path), 'val', 3, seed=5, min_size=96, max_size=128)
     assert tool.main(['--data', str(tmp_path), '--split', 'val']) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -211,7 +213,6 @@ def test_eval_zero_shot_cls_reports_patch_accuracy(tmp_path, capsys):
 
 
 def test_object_views_can_move_off_centre_but_keep_the_object(monkeypatch):
-    import numpy as np
     from densekit.clip import tiny_training as tt
     from densekit.datasets.shapes import CLASSES
     monkeypatch.setattr(tt, 'VIEW_PROBS', {'scene': 0.0, 'object': 1.0, 'stuff': 0.0})

@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from densekit.apis.cli import infer_main  # noqa: E402  (after the checkout path)
+from densekit.apis.cli import infer_main
 
 if __name__ == '__main__':
     sys.exit(infer_main())

@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from densekit.apis.commands.infer_det import main  # noqa: E402  (after the checkout path)
+from densekit.apis.commands.infer_det import main
 
 if __name__ == '__main__':
     sys.exit(main())

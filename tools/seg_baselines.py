@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from densekit.apis.commands.seg_baselines import main  # noqa: E402  (after the checkout path)
+from densekit.apis.commands.seg_baselines import main
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -15,6 +15,7 @@ and a resumable output folder (``pseudo_labels.py``: ``PseudoLabeler``, ``Pseudo
 ``generate_pseudo_labels``, ``evaluate_pseudo_labels``), sharded over ranks under
 ``torch.distributed``.
 """
+from .affinity import ClassAwareAffinityRefiner, affinity_transition, box_mask, cam_boxes, minmax
 from .base import CLIP_ES_BACKGROUND_VOC, BaseCAMGenerator, CAMResult, view_sizes
 from .datasets import (
     InputError,
@@ -38,9 +39,8 @@ from .pseudo_labels import (
     generate_pseudo_labels,
     run_settings,
 )
-from .affinity import ClassAwareAffinityRefiner, affinity_transition, box_mask, cam_boxes, minmax
-from .vit_trace import ViTTrace, block_forward, run_vit
 from .visualize import cam_overlay, cam_strip
+from .vit_trace import ViTTrace, block_forward, run_vit
 
 __all__ = [
     'BaseCAMGenerator', 'CAMResult', 'GradCAMGenerator', 'PatchTextCAMGenerator',

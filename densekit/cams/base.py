@@ -26,12 +26,11 @@ import torch.nn.functional as F
 
 from ..clip.backbone import CLIPVisionBackbone
 from ..clip.builder import build_clip
-from ..clip.text import CLIPTextEncoder
 from ..clip.templates import get_templates
+from ..clip.text import CLIPTextEncoder
 from ..clip.vocabulary import Vocabulary
-from ..registry import MODELS
 from ..constants import CLIP_MEAN, CLIP_STD
-
+from ..registry import MODELS
 
 # CLIP-ES's background prompt set for PASCAL VOC (linyq2117/CLIP-ES clip_text.py,
 # BACKGROUND_CATEGORY): words for what is not one of the 20 object classes.

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import MODELS
-from .base import BaseCAMGenerator
 from .affinity import minmax
+from .base import BaseCAMGenerator
 from .vit_trace import run_vit
 
 

@@ -11,11 +11,10 @@ and ``AttributeMetric``, the datasets ``OVLVISV1Dataset``, ``OVADDataset``, ``VA
 hook is :class:`densekit.engine.DatasetVocabularyHook` (``densekit.DetVocabularyHook`` is its
 registered alias).
 """
-from .attribute_head import AttributeHead, AttributeVocabulary
-from .api import (classify_boxes, detect, detector_config, init_detector, masks_to_boxes,
-                  to_json)
-from .datasets import OVADDataset, OVLVISV1Dataset, ShapesDetDataset, VAWDataset
 from ..engine.hooks import DatasetVocabularyHook as DetVocabularyHook
+from .api import classify_boxes, detect, detector_config, init_detector, masks_to_boxes, to_json
+from .attribute_head import AttributeHead, AttributeVocabulary
+from .datasets import OVADDataset, OVLVISV1Dataset, ShapesDetDataset, VAWDataset
 from .inferencer import OpenVocabDetInferencer
 from .metrics import AttributeMetric, OpenVocabCocoMetric, average_precision
 from .neck import SimplePyramid

@@ -22,8 +22,8 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from ..clip.vocabulary import Vocabulary
-from .region_text_heads import sanitize_boxes
 from ..proposals.postprocess import masks_to_boxes  # re-exported: one copy for both packages
+from .region_text_heads import sanitize_boxes
 
 __all__ = ['detector_config', 'init_detector', 'detect', 'classify_boxes', 'masks_to_boxes',
            'to_json']
@@ -59,8 +59,10 @@ def init_detector(config: Union[str, Config, None] = None, checkpoint: Optional[
                   device: str = 'cpu', cfg_options: Optional[dict] = None):
     """Build a densekit detector from a config file / ``Config`` (default:
     :func:`detector_config`) and optional checkpoint; ``model.cfg`` keeps the config."""
-    import densekit.detectors  # noqa: F401  (registration)
     from mmdet.apis import init_detector as mmdet_init
+
+    import densekit.detectors  # noqa: F401  (registration)
+
     from ..engine.checkpoint import trust_runner_checkpoints
     cfg = detector_config() if config is None else config
     cfg = Config.fromfile(cfg) if isinstance(cfg, str) else copy.deepcopy(cfg)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from mmdet.registry import MODELS as DET_MODELS
+from mmengine.model import BaseModule
 
 __all__ = ['AttributeGroup', 'AttributeVocabulary', 'AttributeHead', 'group_activation',
            'box_geometry']

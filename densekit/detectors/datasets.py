@@ -13,9 +13,9 @@ The attribute vectors reach ``gt_instances.attributes`` through ``LoadAttributes
 import os.path as osp
 from typing import List, Sequence
 
-from mmengine.fileio import load
 from mmdet.datasets import BaseDetDataset, CocoDataset, LVISV1Dataset
 from mmdet.registry import DATASETS
+from mmengine.fileio import load
 
 from ..datasets.shapes import THING_CLASSES, THING_PALETTE
 from ..datasets.shapes_seg_dataset import pair_instances

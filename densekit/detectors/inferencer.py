@@ -9,8 +9,8 @@ import os
 import os.path as osp
 from typing import Dict
 
-from mmengine.fileio import dump
 from mmdet.apis import DetInferencer
+from mmengine.fileio import dump
 
 from ..clip.vocabulary import Vocabulary
 
@@ -27,6 +27,7 @@ class OpenVocabDetInferencer(DetInferencer):
     def __init__(self, model=None, weights=None, device=None, scope='mmdet',
                  palette: str = 'random', show_progress: bool = True):
         import densekit.detectors  # noqa: F401  (registration)
+
         from ..engine.checkpoint import trust_runner_checkpoints
         trust_runner_checkpoints()
         super().__init__(model=model, weights=weights, device=device, scope=scope,

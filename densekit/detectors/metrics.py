@@ -20,13 +20,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from mmengine.evaluator import BaseMetric
-from mmengine.fileio import load
-from mmengine.logging import MMLogger
 from mmdet.datasets.api_wrappers import COCOeval
 from mmdet.evaluation.metrics import CocoMetric
 from mmdet.registry import METRICS
 from mmdet.structures.bbox import bbox_overlaps
+from mmengine.evaluator import BaseMetric
+from mmengine.fileio import load
+from mmengine.logging import MMLogger
 
 from .attribute_head import AttributeVocabulary
 

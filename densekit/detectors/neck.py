@@ -9,8 +9,8 @@ from typing import Optional, Sequence
 
 import torch.nn as nn
 from mmcv.cnn import ConvModule
-from mmengine.model import BaseModule
 from mmdet.registry import MODELS as DET_MODELS
+from mmengine.model import BaseModule
 
 __all__ = ['SimplePyramid']
 

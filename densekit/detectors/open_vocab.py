@@ -17,13 +17,13 @@ import copy
 from typing import Optional, Sequence
 
 import torch
-from mmengine.config import ConfigDict
 from mmdet.models.detectors import TwoStageDetector
 from mmdet.registry import MODELS as DET_MODELS
+from mmengine.config import ConfigDict
 
 from ..clip.builder import build_clip
-from .region_text_heads import DenseFeatures
 from .clip_utils import clip_det_preprocessor, clip_embed_dim
+from .region_text_heads import DenseFeatures
 from .vocabulary import OpenVocabMixin
 
 __all__ = ['OpenVocabRCNN']

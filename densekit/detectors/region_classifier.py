@@ -14,15 +14,15 @@ import copy
 from typing import Optional, Sequence
 
 import torch
-from mmengine.config import ConfigDict
-from mmengine.structures import InstanceData
 from mmdet.models.detectors import BaseDetector
 from mmdet.registry import MODELS as DET_MODELS
 from mmdet.structures.bbox import scale_boxes
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
 
 from ..clip.builder import build_clip
-from .region_text_heads import DenseFeatures, region_clip_embeddings, sanitize_boxes
 from .clip_utils import clip_det_preprocessor, clip_embed_dim
+from .region_text_heads import DenseFeatures, region_clip_embeddings, sanitize_boxes
 from .vocabulary import OpenVocabMixin
 
 __all__ = ['RegionCLIPClassifier']

@@ -18,22 +18,22 @@ The background column keeps the learned probability. Scores are not renormalised
 Heads follow mmdet 3.x contracts: :class:`RegionTextBBoxHead` is a ``Shared2FCBBoxHead`` whose
 classifier is the text embeddings (class-agnostic box regression, so the vocabulary can change);
 :class:`RegionTextRoIHead` is a ``StandardRoIHead`` that adds the dense-embedding score and an
-optional :class:`~densekit.detectors.attribute_head.AttributeHead` on the final boxes (the way the mask
-branch runs on them).
+optional :class:`~densekit.detectors.attribute_head.AttributeHead` on the final boxes (the way
+the mask branch runs on them).
 """
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.config import ConfigDict
-from mmengine.structures import InstanceData
 from mmdet.models.layers import multiclass_nms
 from mmdet.models.roi_heads import StandardRoIHead
 from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.models.utils import empty_instances, unpack_gt_instances
 from mmdet.registry import MODELS as DET_MODELS
 from mmdet.structures.bbox import bbox2roi, get_box_tensor, scale_boxes
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
 
 from .attribute_head import box_geometry
 

@@ -38,8 +38,9 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
 
 def build_runner(cfg: Config):
     """An mmengine Runner for ``cfg``; multi-process setup (Gloo on CPU machines) first."""
-    import densekit  # noqa: F401  (registers densekit's modules for plain mm configs)
     from mmengine.runner import Runner
+
+    import densekit  # noqa: F401  (registers densekit's modules for plain mm configs)
     setup_distributed(cfg)
     trust_runner_checkpoints()
     return Runner.from_cfg(cfg)

@@ -132,7 +132,7 @@ def read_sam_state_dict(path: str, model_type: str = 'vit_b') -> dict:
                                 f'expected the official file {expected})')
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with what was expected
+    except Exception as e:
         raise ValueError(f'{path} is not a checkpoint torch can read as plain tensors '
                          f'({type(e).__name__}: not a torch file, or it pickles Python objects); '
                          f'expected {expected} for SAM model type {model_type}') from e

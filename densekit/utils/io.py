@@ -60,7 +60,7 @@ def image_size(source: Union[str, bytes], name: str = 'image') -> Optional[Tuple
         raise ImageTooLargeError(f'{name}: image is {size} (from its header), more than the '
                                  f'{MAX_DECODE_PIXELS / 1e6:.0f} MP accepted; downscale it '
                                  'first') from None
-    except Exception:  # noqa: BLE001 - any header Pillow cannot parse: let the decoder judge
+    except Exception:
         return None
 
 

@@ -9,7 +9,8 @@
 # change it at test time); the context decoder's global token is the mean of the dense
 # embeddings; no drop-path (open_clip's tower has none here).
 # Weights: open_clip downloads them (pretrained='openai'); offline pass
-# model.clip.checkpoint=/path/ViT-B-16.pt model.clip.model=ViT-B-16-quickgelu model.clip.pretrained=None
+# model.clip.checkpoint=/path/ViT-B-16.pt model.clip.model=ViT-B-16-quickgelu \
+#     model.clip.pretrained=None
 crop_size = (640, 640)
 model = dict(
     type='OpenVocabSegmentor',

@@ -54,8 +54,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from densekit.clip import build_clip, save_clip_checkpoint
-    from densekit.clip.tiny_training import (TinyClipTrainer, drop_position_embedding,
-                                             generate_pool)
+    from densekit.clip.tiny_training import TinyClipTrainer, drop_position_embedding, generate_pool
     last = osp.join(args.work_dir, 'last.pth')
     if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1 or args.finetune_steps < 0:
         print('error: --steps and --pool-size must be >= 1, --batch-size >= 2 and '

@@ -20,7 +20,7 @@ CONFIG_DIR = osp.join(ROOT, 'configs', 'zero_shot')
 CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, '*.py')))
 DATASETS = ['voc21', 'voc20', 'context60', 'context59', 'coco_object', 'coco_stuff164k',
             'cityscapes', 'ade20k']
-MODES = ['maskclip', 'sclip', 'clearclip', 'naclip']
+MODES = ['maskclip', 'sclip', 'clearclip', 'naclip', 'proxyclip']
 TINY = ['model.clip.model=densekit-tiny-vit', 'model.clip.pretrained=None']
 SINGLE_PROMPT = 'model.text_encoder.templates=single'  # 80 templates x 171 classes is slow
 
@@ -62,6 +62,8 @@ def test_config_parses_and_builds(path, monkeypatch):
     cfg = Config.fromfile(path)
     cfg.model.clip = dict(model='densekit-tiny-vit')
     cfg.model.text_encoder = dict(templates='single')
+    if 'vfm' in cfg.model.backbone:              # ProxyCLIP's proxy: a random tiny DINO
+        cfg.model.backbone.vfm = dict(type='densekit.VFMBackbone', name='dino_tiny')
     mode = osp.basename(path).split('_vitb16_')[0]
     assert cfg.model.backbone.dense_mode == mode
     assert osp.isfile(cfg.model.vocabulary)
@@ -103,6 +105,14 @@ AUTHOR_DATASETS = dict(
     clearclip=dict(voc21=dict(prob_thd=0.5), coco_object=dict(prob_thd=0.4),
                    context60=dict(prob_thd=0.15), cityscapes=dict(slide=(224, 224))),
 )
+# ProxyCLIP: mc-lan/ProxyCLIP e7b767f proxyclip_segmentor.py defaults and configs/cfg_<dataset>.py
+AUTHOR_DEFAULTS['proxyclip'] = dict(logit_scale=40, prob_thd=0.0, area_thd=None,
+                                    slide=(336, 112), scale=336, pamr=False, renorm=False,
+                                    pad=True)
+AUTHOR_DATASETS['proxyclip'] = dict(voc21=dict(prob_thd=0.2), coco_object=dict(prob_thd=0.25),
+                                    context60=dict(prob_thd=0.15),
+                                    cityscapes=dict(slide=(224, 112), scale=448),
+                                    ade20k=dict(scale=448))
 # MaskCLIP and vanilla CLIP have no author config for these benchmarks: SCLIP's defaults, with
 # prob_thd 0.1 where the benchmark has a background class (their configs' header says so).
 for _base in ('maskclip', 'vanilla'):
@@ -188,6 +198,12 @@ for _d in DATASETS:
     AUTHOR_CLASS_FILES.setdefault(('clearclip', _d), AUTHOR_CLASS_FILES[('sclip', _d)])
     AUTHOR_CLASS_FILES[('maskclip', _d)] = AUTHOR_CLASS_FILES[('sclip', _d)]   # SCLIP's names
 AUTHOR_CLASS_FILES[('vanilla', 'voc21')] = AUTHOR_CLASS_FILES[('sclip', 'voc21')]
+# ProxyCLIP's (e7b767f, its get_cls_idx splits on '; '): voc20 is ClearCLIP's file, voc21 and
+# coco_object its own, the other five SCLIP's
+AUTHOR_CLASS_FILES.update({('proxyclip', d): AUTHOR_CLASS_FILES[('sclip', d)] for d in DATASETS})
+AUTHOR_CLASS_FILES[('proxyclip', 'voc20')] = AUTHOR_CLASS_FILES[('clearclip', 'voc20')]
+AUTHOR_CLASS_FILES[('proxyclip', 'voc21')] = '0e8452c7dce40525'
+AUTHOR_CLASS_FILES[('proxyclip', 'coco_object')] = 'f642995d02bc360a'
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(p)[:-3] for p in CONFIGS])
@@ -227,7 +243,7 @@ def test_vocabulary_files_parse():
     from densekit.clip.vocabulary import Vocabulary
     sizes = dict(voc21=21, voc20=20, context60=60, context59=59, coco_object=81, coco_stuff=171,
                  cityscapes=19, ade20k=150, voc21_clearclip=21, voc20_clearclip=20,
-                 coco_object_clearclip=81)
+                 coco_object_clearclip=81, voc21_proxyclip=21, coco_object_proxyclip=81)
     folder = osp.join(ROOT, 'densekit', 'datasets', 'vocabularies')
     for name, size in sizes.items():
         path = osp.join(folder, f'{name}.txt')

@@ -104,6 +104,8 @@ class ProxyCLIPBackbone(BaseModule):
 
     Args:
         clip / clip_model: as :class:`CLIPVisionBackbone` (the segmentor passes ``clip_model``).
+        dense_mode: ``'proxyclip'`` (the only guided mode so far; named so configs and tools read
+            ``backbone.dense_mode`` as for :class:`CLIPVisionBackbone`).
         vfm: config of the proxy, e.g. ``dict(type='densekit.VFMBackbone', name='dino_vitb8',
             checkpoint='dino_vitbase8_pretrain.pth')``.
         beta, gamma: ProxyCLIP's similarity shift and scale (1.2, 3.0).
@@ -118,9 +120,13 @@ class ProxyCLIPBackbone(BaseModule):
     is_vit = True
 
     def __init__(self, clip: Optional[dict] = None, clip_model: Optional[nn.Module] = None,
-                 vfm: Optional[dict] = None, beta: float = 1.2, gamma: float = 3.0,
-                 pad_multiple: int = 56, frozen: bool = True, init_cfg=None):
+                 vfm: Optional[dict] = None, dense_mode: str = 'proxyclip', beta: float = 1.2,
+                 gamma: float = 3.0, pad_multiple: int = 56, frozen: bool = True, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        if dense_mode != 'proxyclip':
+            raise ValueError(f"ProxyCLIPBackbone runs dense_mode='proxyclip', got {dense_mode!r} "
+                             '(other modes: densekit.CLIPVisionBackbone)')
+        self.dense_mode = dense_mode
         self.clip = CLIPVisionBackbone(clip=clip, clip_model=clip_model, dense_mode='vanilla',
                                        frozen=frozen)
         if not self.clip.is_vit:

@@ -1,19 +1,21 @@
-# ProxyCLIP (Lan et al., ECCV 2024) on ade20k: OpenAI CLIP ViT-B/16 with DINO ViT-B/8 as the proxy,
-# training-free. Settings: mc-lan/ProxyCLIP proxyclip_segmentor.py defaults (beta 1.2, gamma 3.0,
-# logit_scale 40, slide crop 336 / stride 112, crops padded to a multiple of 56, 80 templates, no
-# PAMR) and configs/cfg_ade20k.py (no prob_thd; Resize short side 448). Class names: ProxyCLIP's
-# configs/cls_ade20k.txt (= the dataset base's). docs/proxyclip.md explains the mode.
+# ProxyCLIP (Lan et al., ECCV 2024) on cityscapes: OpenAI CLIP ViT-B/16 with DINO ViT-B/8 as the
+# proxy, training-free. Settings: mc-lan/ProxyCLIP proxyclip_segmentor.py defaults (beta 1.2, gamma
+# 3.0, logit_scale 40, slide crop 336 / stride 112, crops padded to a multiple of 56, 80 templates,
+# no PAMR) and configs/cfg_city_scapes.py (no prob_thd, slide crop 224; Resize short side 448).
+# Class names: ProxyCLIP's configs/cls_city_scapes.txt (= the dataset base's). docs/proxyclip.md
+# explains the mode.
 # VFM weights: pretrained=True loads timm's copy of the official DINO ViT-B/8 (network); offline:
 #   --cfg-options model.backbone.vfm.pretrained=False \
 #                 model.backbone.vfm.checkpoint=/path/to/dino_vitbase8_pretrain.pth
 # Another proxy: model.backbone.vfm.name=dinov2_vitb14_reg / sam_vitb / mae_vitb16 (+ checkpoint).
-_base_ = ['../_base_/datasets/ade20k.py', '../_base_/default_runtime.py']
+_base_ = ['../_base_/datasets/cityscapes.py', '../_base_/default_runtime.py']
 
 model = dict(
     type='OpenVocabSegmentor',
     clip=dict(model='ViT-B-16', pretrained='openai'),
     backbone=dict(
-        type='densekit.ProxyCLIPBackbone', beta=1.2, gamma=3.0, pad_multiple=56,
+        type='densekit.ProxyCLIPBackbone', dense_mode='proxyclip', beta=1.2, gamma=3.0,
+        pad_multiple=56,
         vfm=dict(type='densekit.VFMBackbone', name='dino_vitb8', pretrained=True)),
     text_encoder=dict(templates='imagenet80'),
     vocabulary=_base_.vocabulary,
@@ -24,13 +26,13 @@ model = dict(
     refine=None,
     pad_to_patch=True,       # to pad_multiple (56), centred, logits cut back
     crop_batch_mb=0,         # one crop per pass, as the authors (the VFM's attention is large)
-    test_cfg=dict(mode='slide', crop_size=(336, 336), stride=(112, 112)))
+    test_cfg=dict(mode='slide', crop_size=(224, 224), stride=(112, 112)))
 
-# ProxyCLIP's configs/cfg_ade20k.py resizes to short side 448 (the dataset base differs).
+# ProxyCLIP's configs/cfg_city_scapes.py resizes to short side 448 (the dataset base differs).
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 448), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

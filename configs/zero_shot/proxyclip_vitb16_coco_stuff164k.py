@@ -14,7 +14,8 @@ model = dict(
     type='OpenVocabSegmentor',
     clip=dict(model='ViT-B-16', pretrained='openai'),
     backbone=dict(
-        type='densekit.ProxyCLIPBackbone', beta=1.2, gamma=3.0, pad_multiple=56,
+        type='densekit.ProxyCLIPBackbone', dense_mode='proxyclip', beta=1.2, gamma=3.0,
+        pad_multiple=56,
         vfm=dict(type='densekit.VFMBackbone', name='dino_vitb8', pretrained=True)),
     text_encoder=dict(templates='imagenet80'),
     vocabulary=_base_.vocabulary,

@@ -1,24 +1,25 @@
-# ProxyCLIP (Lan et al., ECCV 2024) on voc20: OpenAI CLIP ViT-B/16 with DINO ViT-B/8 as the proxy,
-# training-free. Settings: mc-lan/ProxyCLIP proxyclip_segmentor.py defaults (beta 1.2, gamma 3.0,
-# logit_scale 40, slide crop 336 / stride 112, crops padded to a multiple of 56, 80 templates, no
-# PAMR) and configs/cfg_voc20.py (no prob_thd; Resize short side 336). Class names: ProxyCLIP's
-# configs/cls_voc20.txt (the same file as ClearCLIP's). docs/proxyclip.md explains the mode.
+# ProxyCLIP (Lan et al., ECCV 2024) on context60: OpenAI CLIP ViT-B/16 with DINO ViT-B/8 as the
+# proxy, training-free. Settings: mc-lan/ProxyCLIP proxyclip_segmentor.py defaults (beta 1.2, gamma
+# 3.0, logit_scale 40, slide crop 336 / stride 112, crops padded to a multiple of 56, 80 templates,
+# no PAMR) and configs/cfg_context60.py (prob_thd 0.15; Resize short side 336). Class names:
+# ProxyCLIP's configs/cls_context60.txt (= the dataset base's). docs/proxyclip.md explains the mode.
 # VFM weights: pretrained=True loads timm's copy of the official DINO ViT-B/8 (network); offline:
 #   --cfg-options model.backbone.vfm.pretrained=False \
 #                 model.backbone.vfm.checkpoint=/path/to/dino_vitbase8_pretrain.pth
 # Another proxy: model.backbone.vfm.name=dinov2_vitb14_reg / sam_vitb / mae_vitb16 (+ checkpoint).
-_base_ = ['../_base_/datasets/voc20.py', '../_base_/default_runtime.py']
+_base_ = ['../_base_/datasets/context60.py', '../_base_/default_runtime.py']
 
 model = dict(
     type='OpenVocabSegmentor',
     clip=dict(model='ViT-B-16', pretrained='openai'),
     backbone=dict(
-        type='densekit.ProxyCLIPBackbone', beta=1.2, gamma=3.0, pad_multiple=56,
+        type='densekit.ProxyCLIPBackbone', dense_mode='proxyclip', beta=1.2, gamma=3.0,
+        pad_multiple=56,
         vfm=dict(type='densekit.VFMBackbone', name='dino_vitb8', pretrained=True)),
     text_encoder=dict(templates='imagenet80'),
-    vocabulary='densekit/datasets/vocabularies/voc20_clearclip.txt',
+    vocabulary=_base_.vocabulary,
     logit_scale=40.0,
-    prob_thd=0.0,
+    prob_thd=0.15,
     area_thd=None,
     renorm_scores=False,
     refine=None,

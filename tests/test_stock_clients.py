@@ -284,3 +284,68 @@ def test_mmseg_own_test_tool_with_a_saved_training_free_model(tmp_path, shapes_s
                                                        'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'mIoU' in proc.stdout + proc.stderr
+
+
+def _mm_tool(package: str, tool: str) -> str:
+    import importlib
+    root = osp.dirname(importlib.import_module(package).__file__)
+    return osp.join(root, '.mim', 'tools', f'{tool}.py')
+
+
+def _run_tool(args, cwd):
+    import os
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, *args], cwd=str(cwd), capture_output=True, text=True,
+                          timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_mmseg_own_train_tool(tmp_path, shapes_seg):
+    """mmseg's packaged tools/train.py trains a densekit config (2 iterations, tiny tower)."""
+    cfg = tmp_path / 'pixel_text_tiny.py'
+    cfg.write_text(f"""
+_base_ = ['{ROOT}/configs/trained/pixel_text_shapes_tiny.py']
+crop = (64, 64)
+model = dict(clip=dict(model='densekit-tiny-vit'), backbone=dict(out_indices=(0, 1, 2)),
+             text_encoder=dict(templates='single'), data_preprocessor=dict(size=crop),
+             decode_head=dict(in_channels=[64, 64, 64], in_index=[0, 1, 2],
+                              pyramid_scales=(4, 2, 1), feature_strides=[4, 8, 16],
+                              embed_dim=32, channels=16, score_concat_index=2,
+                              context_decoder=dict(width=16, heads=2, layers=1)),
+             test_cfg=dict(crop_size=crop, stride=(64, 64)))
+pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+            dict(type='RandomCrop', crop_size=crop), dict(type='PackSegInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(
+    data_root='{shapes_seg}', pipeline=pipeline,
+    data_prefix=dict(img_path='images/train', seg_map_path='labels/train')))
+val_dataloader = val_evaluator = val_cfg = None
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=2, val_interval=100)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
+""")
+    _run_tool([_mm_tool('mmseg', 'train'), str(cfg), '--work-dir', 'w'], tmp_path)
+    assert (tmp_path / 'w' / 'iter_2.pth').is_file()
+
+
+@pytest.mark.slow
+def test_mmdet_own_test_tool_with_a_saved_training_free_model(tmp_path):
+    """mmdet's packaged tools/test.py evaluates the training-free box classifier from a saved
+    model (its test tool needs a checkpoint file; docs/mm_projects.md)."""
+    import torch
+
+    from densekit.datasets import generate_split
+    from densekit.detectors import init_detector
+    data = tmp_path / 'shapes_det'
+    generate_split(str(data), 'val', 2, seed=4, min_size=96, max_size=112)
+    config = osp.join(ROOT, 'configs', 'detection', 'region_clip_shapes_tiny.py')
+    opts = ['model.clip.model=densekit-tiny-vit', 'model.text_encoder.templates=single',
+            f'test_dataloader.dataset.data_root={data}',
+            f"test_evaluator.0.ann_file={data / 'annotations' / 'instances_val.json'}",
+            'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
+    model = init_detector(config, cfg_options=dict(o.split('=', 1) for o in opts[:2]))
+    torch.save({'state_dict': model.state_dict()}, str(tmp_path / 'model.pth'))
+    out = _run_tool([_mm_tool('mmdet', 'test'), config, 'model.pth', '--work-dir', 'w',
+                     '--cfg-options', *opts], tmp_path)
+    assert 'coco/bbox_mAP' in out

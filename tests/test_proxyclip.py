@@ -246,6 +246,8 @@ def test_dino_checkpoint_round_trip(tmp_path):
     torch.save(src.model.state_dict(), path)
     loaded = _seeded(lambda: VFMBackbone('dino_tiny', checkpoint=path), 12)
     assert torch.equal(_features(loaded), _features(src))   # same weights, same kernels
+    loaded.init_weights()                    # mmengine's init must not re-draw loaded weights
+    assert torch.equal(_features(loaded), _features(src))
 
 
 def test_dinov2_official_layout_loads(tmp_path):

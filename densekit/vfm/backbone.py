@@ -165,6 +165,9 @@ class VFMBackbone(BaseModule):
             self.patch_size = self.arch['patch_size']
         if state is not None:
             self.load_checkpoint(checkpoint, state)
+        # mmengine's BaseModule.init_weights() calls children's init_weights(): timm's would
+        # re-initialise loaded weights; the network initialised itself when it was built
+        self.model.is_init = True
         self.out_channels = (self.arch.get('out_chans', 256) if self.family == 'sam'
                              else self.arch['embed_dim'])
         self.frozen = frozen

@@ -250,6 +250,24 @@ def test_dino_checkpoint_round_trip(tmp_path):
     assert torch.equal(_features(loaded), _features(src))
 
 
+def test_mae_and_dino_training_checkpoints_load(tmp_path):
+    """MAE's pre-training file carries its decoder and mask token; DINO's full checkpoint nests
+    the backbone under teacher/backbone. with the projection head beside it."""
+    mae = _seeded(lambda: VFMBackbone('mae_tiny'), 17)
+    state = dict(mae.model.state_dict(), mask_token=torch.zeros(1, 1, 16),
+                 **{'decoder_embed.weight': torch.zeros(16, 32),
+                    'decoder_pred.bias': torch.zeros(3)})
+    torch.save({'model': state}, str(tmp_path / 'mae.pth'))
+    loaded = VFMBackbone('mae_tiny', checkpoint=str(tmp_path / 'mae.pth'))
+    assert torch.equal(_features(loaded), _features(mae))
+    dino = _seeded(lambda: VFMBackbone('dino_tiny'), 18)
+    teacher = {f'backbone.{k}': v for k, v in dino.model.state_dict().items()}
+    teacher['head.mlp.0.weight'] = torch.zeros(4, 32)
+    torch.save({'teacher': teacher, 'student': teacher}, str(tmp_path / 'dino_full.pth'))
+    loaded = VFMBackbone('dino_tiny', checkpoint=str(tmp_path / 'dino_full.pth'))
+    assert torch.equal(_features(loaded), _features(dino))
+
+
 def test_dinov2_official_layout_loads(tmp_path):
     """The official DINOv2 file layout (register_tokens, a class position row, mask_token) is
     converted as timm converts it; the features equal the source model's."""

@@ -21,7 +21,7 @@ from mmengine.config import Config
 import densekit  # noqa: F401
 from densekit.engine.vocabulary import classes_from_config
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in p)
 IMAGE = np.random.RandomState(0).randint(0, 255, (72, 96, 3), dtype=np.uint8)

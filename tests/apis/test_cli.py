@@ -15,7 +15,7 @@ from densekit.apis.cli import image_demo_main, infer_main
 
 from helpers import png_header_only
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ['--model', 'densekit-tiny-vit', '--short-side', '64', '--crop', '64', '--stride', '32',
         '--no-progress', '--templates', 'single']
 

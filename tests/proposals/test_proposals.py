@@ -40,7 +40,7 @@ from densekit.proposals import (
 
 from numerics import fp32_atol
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 GREEN, RED, BLUE = (30, 200, 70), (220, 35, 35), (35, 75, 235)
 
 

@@ -25,7 +25,7 @@ from densekit.cams import (
 from densekit.clip import build_clip, save_clip_checkpoint
 from densekit.datasets.shapes import CLASSES, generate_split
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'gen_pseudo_labels.py')
 CLIP_ES = osp.join(ROOT, 'configs', 'wsss', 'cams_clip_es_shapes_tiny.py')
 EXCEL = osp.join(ROOT, 'configs', 'wsss', 'cams_excel_shapes_tiny.py')

@@ -19,7 +19,7 @@ from densekit.segmentors import OpenVocabSegmentor
 
 from numerics import F64_ATOL
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'proposals')
 
 

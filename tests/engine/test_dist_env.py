@@ -1,5 +1,5 @@
 """Launcher environments and the CPU model wrapper (no processes started; see
-tests/test_distributed.py for real 2-process runs)."""
+tests/engine/test_distributed.py for real 2-process runs)."""
 import pytest
 import torch
 from torch import nn

@@ -3,7 +3,7 @@ input, and one end-to-end test in a real headless Chromium driven by Selenium.
 
 Screenshots for the docs (docs/images/web_demo_click.png, web_demo_vocab.png):
 
-    DENSEKIT_WEB_SCREENSHOTS=1 .venv/bin/python -m pytest tests/test_web_demo.py -k browser
+    DENSEKIT_WEB_SCREENSHOTS=1 .venv/bin/python -m pytest tests/web/test_web_demo.py -k browser
 """
 import io
 import json
@@ -24,7 +24,7 @@ except ImportError as e:          # fail (not skip) every test, without breaking
     MAX_SIDE = build_engine = create_app = None
     IMPORT_ERROR = f'the web demo needs flask and selenium (tools/setup.sh installs them): {e}'
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 EXAMPLE = 'shapes_example.png'
 STAR = (270, 105)          # the blue star in demo/assets/shapes_example.png (320x240)
 CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'

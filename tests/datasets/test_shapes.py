@@ -16,7 +16,7 @@ import pytest
 
 from densekit.datasets import shapes as S
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMALL = dict(min_size=64, max_size=128)  # fast splits for file-level tests
 
 

@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(ROOT, 'tools')
 ZERO_SHOT = osp.join(ROOT, 'configs', 'shapes', 'zero_shot_vanilla_shapes_tiny.py')
 

@@ -220,7 +220,7 @@ def test_gpu_configs_fit_their_clip_and_dataset(name):
 
     import open_clip
     from mmseg.registry import DATASETS
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     cfg = Config.fromfile(osp.join(root, 'configs', 'trained', f'{name}.py'))
     arch = open_clip.get_model_config(cfg.model.clip.model)
     vis, head = arch['vision_cfg'], cfg.model.decode_head
@@ -241,7 +241,7 @@ def test_shapes_config_trains_on_base_classes():
     import os.path as osp
 
     from densekit.datasets.shapes import BASE_CLASSES, STUFF_CLASSES
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     cfg = Config.fromfile(osp.join(root, 'configs', 'trained', 'pixel_text_shapes_tiny.py'))
     train = list(cfg.train_dataloader.dataset.metainfo.classes)
     assert train == list(STUFF_CLASSES + BASE_CLASSES)

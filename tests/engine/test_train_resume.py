@@ -14,7 +14,7 @@ import torch
 
 from densekit.engine.runner import run_test_tool, run_train_tool
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 

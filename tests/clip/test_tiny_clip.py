@@ -10,7 +10,7 @@ from densekit.clip.builder import PRESETS, WEIGHTS_DIR, read_state_dict
 
 from numerics import F64_ATOL
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def _tool():

@@ -18,7 +18,7 @@ import densekit
 import densekit.detectors  # noqa: F401  (registers the detection modules)
 from densekit.engine.runner import run_test_tool, run_train_tool
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RCNN = osp.join(ROOT, 'configs', 'detection', 'ov_rcnn_shapes_tiny.py')
 REGION = osp.join(ROOT, 'configs', 'detection', 'region_clip_shapes_tiny.py')
 TINY = ['model.clip.model=densekit-tiny-vit', 'model.text_encoder.templates=single']

@@ -18,7 +18,7 @@ from .datasets import OVADDataset, OVLVISV1Dataset, ShapesDetDataset, VAWDataset
 from .inferencer import OpenVocabDetInferencer
 from .metrics import AttributeMetric, OpenVocabCocoMetric, average_precision
 from .neck import SimplePyramid
-from .open_vocab import OpenVocabRCNN
+from .open_vocab_rcnn import OpenVocabRCNN
 from .region_classifier import RegionCLIPClassifier
 from .region_text_heads import RegionTextBBoxHead, RegionTextRoIHead
 from .transforms import GTBoxesAsProposals, LoadAttributes, PackDetInputsWithAttributes

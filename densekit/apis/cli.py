@@ -39,10 +39,15 @@ USAGE_ERRORS = (ValueError, OSError, KeyError)
 
 
 def dense_mode_names() -> List[str]:
-    """The registered dense attention modes, in registration order."""
+    """The dense attention modes a CLIP tower runs on its own, in registration order. Guided
+    modes (a ``guide`` argument: ProxyCLIP's VFM features) need a second backbone and are chosen
+    through ``densekit.ProxyCLIPBackbone`` configs (docs/proxyclip.md), not by a mode name."""
+    import inspect
+
     from ..clip import attention  # noqa: F401  (registers the modes)
     from ..registry import DENSE_MODES
-    return list(DENSE_MODES.module_dict)
+    return [name for name, fn in DENSE_MODES.module_dict.items()
+            if 'guide' not in inspect.signature(fn).parameters]
 
 
 def error_line(e: BaseException) -> str:

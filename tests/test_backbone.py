@@ -241,3 +241,11 @@ def test_int8_quantizes_the_mlp_layers(tiny_clip):
     assert _rel_err(out, ref) < 12 / 255
     with pytest.raises(ValueError, match='quantized to int8'):
         bb.set_precision('fp32')
+
+
+def test_restated_block_equals_open_clip_block(tiny_clip64):
+    """clip_block (the block under autocast) is open_clip's block: the same formula, float64."""
+    from densekit.clip.attention import clip_block
+    block = tiny_clip64.visual.transformer.resblocks[0]
+    x = torch.randn(2, 1 + 3 * 5, 64, dtype=torch.float64)
+    assert torch.allclose(clip_block(block, x), block(x), rtol=0, atol=F64_ATOL)

@@ -186,7 +186,7 @@ def run(args, tmp=None) -> int:
         table(rows, ['mode', 'precision', 'densekit_s', 'reference_s', 'ratio',
                      'max_abs_diff_cos', 'max_cos_error', 'label_agreement'],
               f'image: {args.config or args.model} on {h}x{w} ({args.model}), '
-              f'{args.threads} threads, medians of {args.repeat} alternating runs')
+              f'{args.threads} threads, best of {args.repeat} alternating runs')
     if args.masks:
         model = fp32.get(modes[0]) or build(args, modes[0], vocab=vocabulary(args))
         rows = bm.bench_mask_naming(model, x, args.masks, args.repeat)

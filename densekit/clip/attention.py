@@ -67,6 +67,22 @@ def _ffn(block, y):
     return y + block.ls_2(block.mlp(block.ln_2(y)))
 
 
+def clip_block(block, x):
+    """An open_clip ``ResidualAttentionBlock`` (batch first, no mask) restated on contiguous
+    ``[B, N, C]`` tensors: the same formula as ``block(x)``. Under CPU autocast torch's
+    ``nn.MultiheadAttention`` leaves its fast path and projects a transposed (sequence-first)
+    input, which bf16 ``linear`` runs as a batched matmul over a copied, expanded weight (several
+    times slower than float32); here every projection is a plain 2-D GEMM."""
+    b, n, c = x.shape
+    (q, k, v), _ = _qkv(block, x)                            # [B*h, N, d] each
+    heads = block.attn.num_heads
+    q, k, v = (t.reshape(b, heads, n, c // heads) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)            # softmax(q k^T / sqrt(d)) v
+    out = block.attn.out_proj(out.transpose(1, 2).reshape(b, n, c))
+    y = x + block.ls_1(getattr(block, 'ln_attn', torch.nn.Identity())(out))
+    return _ffn(block, y)
+
+
 @DENSE_MODES.register_module('vanilla')
 def vanilla(block, x, grid):
     """CLIP's own last block, unchanged."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from ..registry import MODELS
-from .attention import get_dense_mode
+from .attention import clip_block, get_dense_mode
 from .builder import build_clip
 
 PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
@@ -186,8 +186,14 @@ class CLIPVisionBackbone(BaseModule):
         batch_first = getattr(v.transformer, 'batch_first', True)
         blocks = v.transformer.resblocks
         feats = []
+        # under autocast the blocks run restated (clip_block): torch's attention leaves its fast
+        # path there and bf16 projections of its transposed input are several times slower
+        run = clip_block if self.precision in _AUTOCAST and batch_first else None
         for i, blk in enumerate(blocks[:-1]):
-            x = blk(x) if batch_first else blk(x.transpose(0, 1)).transpose(0, 1)
+            if run is not None:
+                x = run(blk, x)
+            else:
+                x = blk(x) if batch_first else blk(x.transpose(0, 1)).transpose(0, 1)
             if i in self.out_indices:
                 feats.append(x)
         last = blocks[-1]
@@ -196,8 +202,9 @@ class CLIPVisionBackbone(BaseModule):
         # CLIP's own last block runs only when something reads it: the global embedding, the
         # last block's features, or the vanilla dense mode (whose tokens it is).
         last_is_feature = len(blocks) - 1 in self.out_indices
-        x_global = (last(x) if with_global or last_is_feature or self.dense_mode == 'vanilla'
-                    else None)
+        x_global = None
+        if with_global or last_is_feature or self.dense_mode == 'vanilla':
+            x_global = run(last, x) if run is not None else last(x)
         x_dense = (x_global if self.dense_mode == 'vanilla'
                    else self.mode_fn(last, x, grid, **self.mode_cfg))
         if last_is_feature:

@@ -1,0 +1,151 @@
+"""Speed measurements of the segmentor against the authors' loop, in one process and one run.
+
+``tools/benchmark.py`` is the command line over these functions; docs/speed.md has the numbers.
+Every comparison alternates the two sides (a, b, a, b, ...) and reports the best (least
+disturbed) time of each, so other load on a shared machine hits both alike; each also reports the
+largest difference of the two outputs.
+"""
+import os
+import resource
+import time
+from typing import Callable, Dict, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .segmentors.reference import reference_logits, reference_predict, reference_text_embeddings
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (MiB; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def alternate(fns: Dict[str, Callable], repeat: int, warmup: int = 1) -> Dict[str, float]:
+    """Best (minimum) seconds per call of each function, calls interleaved round by round: on
+    a machine shared with other jobs the minimum is the run least slowed by them."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: min(v) for k, v in times.items()}
+
+
+def _metas(x):
+    shape = tuple(x.shape[-2:])
+    return [dict(ori_shape=shape, img_shape=shape, pad_shape=shape, padding_size=[0] * 4)]
+
+
+def max_cosine_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max(1 - cos)`` between the embeddings at each position of two ``[B, D, h, w]`` maps."""
+    return float((1 - F.cosine_similarity(a.float(), b.float(), dim=1)).abs().max())
+
+
+@torch.no_grad()
+def bench_image(model, x: torch.Tensor, repeat: int = 3) -> dict:
+    """densekit's ``predict`` against :func:`reference_predict` on ``x [1, 3, H, W]``: median
+    seconds of each, their ratio, and the largest differences of the cosine maps, the class
+    probabilities and the labels."""
+    model._ensure_vocabulary()
+    text, qc = model.decode_head.text_embeds, model.query_class
+    times = alternate({'densekit': lambda: model.predict(x),
+                       'reference': lambda: reference_predict(model, x, text, qc)}, repeat)
+    ours = model.predict(x)[0]
+    ref_logits, ref_probs, ref_pred = reference_predict(model, x, text, qc)
+    logits = model.inference(x, _metas(x))
+    return dict(densekit_s=times['densekit'], reference_s=times['reference'],
+                ratio=times['reference'] / times['densekit'],
+                max_abs_diff_cos=float((logits - ref_logits).abs().max()),
+                max_abs_diff_probs=float((ours.seg_logits.data - ref_probs).abs().max()),
+                label_agreement=float((ours.pred_sem_seg.data == ref_pred).float().mean()))
+
+
+@torch.no_grad()
+def bench_precision(model_fp32, model_low, x: torch.Tensor, repeat: int = 3) -> dict:
+    """A reduced-precision segmentor against the fp32 reference loop of the same weights:
+    median seconds, ratio, max cosine error of the dense maps, label agreement."""
+    model_fp32._ensure_vocabulary()
+    model_low._ensure_vocabulary()
+    text, qc = model_fp32.decode_head.text_embeds, model_fp32.query_class
+    times = alternate({'low': lambda: model_low.predict(x),
+                       'reference': lambda: reference_predict(model_fp32, x, text, qc)}, repeat)
+    dense32 = model_fp32.backbone.forward_dense(x, with_global=False)['dense']
+    dense_low = model_low.backbone.forward_dense(x, with_global=False)['dense']
+    pred32 = model_fp32.predict(x)[0].pred_sem_seg.data
+    pred_low = model_low.predict(x)[0].pred_sem_seg.data
+    return dict(densekit_s=times['low'], reference_s=times['reference'],
+                ratio=times['reference'] / times['low'],
+                max_cos_error=max_cosine_error(dense_low, dense32),
+                max_abs_diff_cos=float((model_low.inference(x, _metas(x))
+                                        - reference_logits(model_fp32, x, text)).abs().max()),
+                label_agreement=float((pred_low == pred32).float().mean()))
+
+
+@torch.no_grad()
+def bench_text_cold(text_encoder, names: Sequence[str], templates: Sequence[str],
+                    cache_dir: str, reference: bool = True) -> dict:
+    """Encode ``names`` x ``templates`` into an empty disk cache at ``cache_dir`` (cold), read
+    them back (a disk hit), and, with ``reference``, the authors' way
+    (:func:`reference_text_embeddings`): seconds of each, the cold ratio and the largest
+    difference of the embeddings."""
+    if os.path.isdir(cache_dir) and os.listdir(cache_dir):
+        raise ValueError(f'{cache_dir} is not empty: a cold measurement needs an empty cache')
+    old = (text_encoder.cache_dir, text_encoder.disk_cache)
+    text_encoder.cache_dir, text_encoder.disk_cache = cache_dir, True
+    out = dict(prompts=len(names) * len(templates))
+    try:
+        t0 = time.perf_counter()
+        ours = text_encoder.encode_names(list(names), list(templates))
+        out['cold_s'] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        again = text_encoder.encode_names(list(names), list(templates))
+        out['disk_hit_s'] = time.perf_counter() - t0
+        assert torch.equal(ours, again) and text_encoder.num_disk_hits > 0
+    finally:
+        text_encoder.cache_dir, text_encoder.disk_cache = old
+    out['cache_bytes'] = sum(os.path.getsize(os.path.join(cache_dir, f))
+                             for f in os.listdir(cache_dir))
+    if reference:
+        t0 = time.perf_counter()
+        ref = reference_text_embeddings(text_encoder, names, templates)
+        out['reference_s'] = time.perf_counter() - t0
+        out['ratio'] = out['reference_s'] / out['cold_s']
+        out['max_abs_diff'] = float((ours - ref).abs().max())
+    return out
+
+
+def random_masks(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """``n`` random axis-aligned ellipses ``[n, h, w]`` bool, 2-40% of the image side each."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing='ij')
+    r = torch.rand(n, 4, generator=g)
+    cy, cx = r[:, 0] * h, r[:, 1] * w
+    ry, rx = (0.02 + 0.38 * r[:, 2]) * h, (0.02 + 0.38 * r[:, 3]) * w
+    d = ((yy[None] - cy[:, None, None]) / ry[:, None, None]) ** 2 \
+        + ((xx[None] - cx[:, None, None]) / rx[:, None, None]) ** 2
+    masks = d <= 1
+    masks[masks.flatten(1).sum(1) == 0, h // 2, w // 2] = True   # never empty
+    return masks
+
+
+@torch.no_grad()
+def bench_mask_naming(model, x: torch.Tensor, ns: Sequence[int] = (10, 100, 500),
+                      repeat: int = 3) -> List[dict]:
+    """Seconds to name ``N`` masks by mask pooling (one dense pass over ``x``, then pooling),
+    for each ``N``: the cost should barely grow with ``N``."""
+    from .heads.mask_classifier import MaskPoolingClassifier
+    model._ensure_vocabulary()
+    text = model.text_encoder(model.vocabulary)
+    clf = MaskPoolingClassifier(logit_scale=model.logit_scale)
+    rows = []
+    for n in ns:
+        masks = random_masks(n, *x.shape[-2:])
+        t = alternate({'pool': lambda: clf(masks, text, backbone=model.backbone, inputs=x)},
+                      repeat)['pool']
+        rows.append(dict(masks=n, seconds=t))
+    return rows

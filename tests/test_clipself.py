@@ -251,3 +251,18 @@ def test_train_tool_runs_clipself_and_exports(shapes, tmp_path):
     again = build_clip('densekit-shapes-tiny', checkpoint=str(tmp_path / 'x.safetensors'))
     for (k, a), b in zip(clip.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_boxes_config_builds_model_and_pipeline():
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmdet.registry import TRANSFORMS
+    import densekit  # noqa: F401
+    from densekit.registry import MODELS
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/clipself/clipself_shapes_tiny_boxes.py'))
+    model = MODELS.build(cfg.model)
+    assert model.regions == dict(type='boxes', max_boxes=20, min_size=4, max_size=1024,
+                                 crop_scale=1.5)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        for t in cfg.train_pipeline:
+            TRANSFORMS.build(t)

@@ -77,7 +77,7 @@ def test_shapes_detection_trains_then_reports_base_novel_ap_and_attributes(
     ckpt, work = trained
     logs = open(glob.glob(osp.join(work, '*', '*.log'))[0]).read()
     assert 'loss_cls' in logs and 'loss_attr' in logs and 'loss_rpn_cls' in logs
-    assert 'training vocabulary from the dataset: 5 classes' in logs
+    assert 'train vocabulary: 5 classes' in logs          # DatasetVocabularyHook's log line
     capsys.readouterr()
     opts = TINY_RCNN + _data_options(shapes_root, ('test',))
     assert run_test_tool([RCNN, '--checkpoint', ckpt, '--work-dir', work,

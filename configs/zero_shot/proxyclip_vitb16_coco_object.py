@@ -3,26 +3,8 @@
 # 3.0, logit_scale 40, slide crop 336 / stride 112, crops padded to a multiple of 56, 80 templates,
 # no PAMR) and configs/cfg_coco_object.py (prob_thd 0.25; Resize short side 336). Class names:
 # ProxyCLIP's configs/cls_coco_object.txt. docs/proxyclip.md explains the mode.
-# VFM weights: pretrained=True loads timm's copy of the official DINO ViT-B/8 (network); offline:
-#   --cfg-options model.backbone.vfm.pretrained=False \
-#                 model.backbone.vfm.checkpoint=/path/to/dino_vitbase8_pretrain.pth
-# Another proxy: model.backbone.vfm.name=dinov2_vitb14_reg / sam_vitb / mae_vitb16 (+ checkpoint).
-_base_ = ['../_base_/datasets/coco_object.py', '../_base_/default_runtime.py']
+# VFM weights and other proxies: ../_base_/models/proxyclip_vitb16_dino_vitb8.py.
+_base_ = ['../_base_/models/proxyclip_vitb16_dino_vitb8.py', '../_base_/datasets/coco_object.py',
+          '../_base_/default_runtime.py']
 
-model = dict(
-    type='OpenVocabSegmentor',
-    clip=dict(model='ViT-B-16', pretrained='openai'),
-    backbone=dict(
-        type='densekit.ProxyCLIPBackbone', dense_mode='proxyclip', beta=1.2, gamma=3.0,
-        pad_multiple=56,
-        vfm=dict(type='densekit.VFMBackbone', name='dino_vitb8', pretrained=True)),
-    text_encoder=dict(templates='imagenet80'),
-    vocabulary='densekit/datasets/vocabularies/coco_object_proxyclip.txt',
-    logit_scale=40.0,
-    prob_thd=0.25,
-    area_thd=None,
-    renorm_scores=False,
-    refine=None,
-    pad_to_patch=True,       # to pad_multiple (56), centred, logits cut back
-    crop_batch_mb=0,         # one crop per pass, as the authors (the VFM's attention is large)
-    test_cfg=dict(mode='slide', crop_size=(336, 336), stride=(112, 112)))
+model = dict(vocabulary='densekit/datasets/vocabularies/coco_object_proxyclip.txt', prob_thd=0.25)

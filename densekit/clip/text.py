@@ -204,7 +204,7 @@ class CLIPTextEncoder(nn.Module):
         if arch:
             try:
                 return open_clip.get_tokenizer(arch)
-            except Exception:  # noqa: BLE001 - fall back to CLIP's BPE tokenizer
+            except Exception:  # fall back to CLIP's BPE tokenizer
                 pass
         return open_clip.SimpleTokenizer(context_length=getattr(clip_model, 'context_length', 77))
 
@@ -332,7 +332,7 @@ class CLIPTextEncoder(nn.Module):
             os.utime(path)                      # recently used: evicted last
         except FileNotFoundError:
             return None
-        except Exception as e:  # noqa: BLE001 - a damaged entry is recomputed, not fatal
+        except Exception as e:  # a damaged entry is recomputed, not fatal
             logger.warning('ignoring unreadable text cache entry %s (%s)', path, e)
             return None
         self.num_disk_hits += 1

@@ -23,10 +23,9 @@ from mmseg.structures import SegDataSample
 from ..clip.builder import build_clip
 from ..clip.text import CLIPTextEncoder
 from ..clip.vocabulary import Vocabulary
+from ..constants import CLIP_MEAN, CLIP_STD
 from ..engine.vocabulary import classes_from_config
 from ..registry import MODELS
-from ..constants import CLIP_MEAN, CLIP_STD
-
 
 
 def clip_data_preprocessor(**kwargs) -> dict:

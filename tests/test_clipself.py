@@ -9,8 +9,16 @@ import sys
 import pytest
 import torch
 
-from densekit.distill import (CLIPSelf, crop_regions, export_clipself, grid_boxes, grid_choices,
-                              roi_pool_dense, sample_grid_regions, select_given_boxes)
+from densekit.distill import (
+    CLIPSelf,
+    crop_regions,
+    export_clipself,
+    grid_boxes,
+    grid_choices,
+    roi_pool_dense,
+    sample_grid_regions,
+    select_given_boxes,
+)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 EPS = torch.finfo(torch.float32).eps
@@ -84,7 +92,8 @@ def test_crop_regions_keep_aspect_and_pad_centred():
 def test_roi_pool_of_a_constant_map_is_the_unit_vector():
     v = torch.tensor([3.0, -4.0, 12.0])
     dense = v.view(1, 3, 1, 1).expand(2, 3, 6, 8).contiguous()
-    boxes = [torch.tensor([[0., 0., 64., 48.], [5., 7., 23., 31.]]), torch.tensor([[9., 2., 41., 13.]])]
+    boxes = [torch.tensor([[0., 0., 64., 48.], [5., 7., 23., 31.]]),
+             torch.tensor([[9., 2., 41., 13.]])]
     pooled = roi_pool_dense(dense, boxes, (48, 64))
     # every bilinear sample equals v/|v|; averaging a few of them adds a few fp32 roundings
     assert torch.allclose(pooled, (v / 13.0).expand(3, 3), atol=10 * EPS)
@@ -137,9 +146,9 @@ def test_loss_samples_grid_regions_inside_the_unpadded_image():
     assert boxes[:, 2].max() <= 32 and boxes[:, 3].max() <= 48
     assert model.loss(torch.randn(1, 3, 64, 64), [sample])['loss_cosine'].ndim == 0
     # a pipeline Pad (the COCO config) grows img_shape; the resized original bounds the content
+    import numpy as np
     from mmcv.transforms import Pad
     from mmseg.datasets.transforms import Resize
-    import numpy as np
     r = Resize(scale=(64, 64), keep_ratio=True)(dict(img=np.zeros((30, 50, 3), np.uint8),
                                                      ori_shape=(30, 50)))
     r = Pad(size=(64, 64), pad_val=dict(img=0))(r)
@@ -201,6 +210,7 @@ def test_export_of_the_shipped_model_keeps_its_storage(tmp_path):
 def test_coco_config_parses_and_builds_with_random_weights():
     from mmengine.config import Config
     from mmseg.registry import TRANSFORMS
+
     import densekit  # noqa: F401
     from densekit.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, 'configs/clipself/clipself_vitb16_coco.py'))
@@ -254,9 +264,10 @@ def test_train_tool_runs_clipself_and_exports(shapes, tmp_path):
 
 
 def test_boxes_config_builds_model_and_pipeline():
+    from mmdet.registry import TRANSFORMS
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
-    from mmdet.registry import TRANSFORMS
+
     import densekit  # noqa: F401
     from densekit.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, 'configs/clipself/clipself_shapes_tiny_boxes.py'))

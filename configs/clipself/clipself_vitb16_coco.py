@@ -20,7 +20,8 @@ model = dict(
     regions=dict(type='grid', max_split=6, max_boxes=20, crop_scale=1.0),   # their defaults
     crop_size=224,                      # crops resized to the tower's input size
     data_preprocessor=dict(type='mmseg.SegDataPreProcessor', mean=[122.771, 116.746, 104.094],
-                           std=[68.501, 66.632, 70.323], bgr_to_rgb=True, size=(image_size, image_size)))
+                           std=[68.501, 66.632, 70.323], bgr_to_rgb=True,
+                           size=(image_size, image_size)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -103,7 +103,8 @@ class CLIPSelf(BaseModel):
                                 crop_scale=1.5)
         self.regions.update(regions or {})
         if self.regions['type'] not in ('grid', 'boxes'):
-            raise ValueError(f"regions type must be 'grid' or 'boxes', got {self.regions['type']!r}")
+            raise ValueError("regions type must be 'grid' or 'boxes', got "
+                             f"{self.regions['type']!r}")
         size = self.teacher.image_size
         self.crop_size = int(crop_size or (size[0] if isinstance(size, (tuple, list)) else size))
         self.loss_weight = loss_weight

@@ -252,13 +252,21 @@ def test_train_tool_runs_clipself_and_exports(shapes, tmp_path):
     # three optimiser steps moved the image tower
     assert not torch.equal(clip.visual.transformer.resblocks[3].mlp.c_fc.weight,
                            shipped.visual.transformer.resblocks[3].mlp.c_fc.weight)
+    # resumable: a longer run continues from iter_3 (weights_only loading, Runner allow-list)
+    more = [c if c != 'train_cfg.max_iters=3' else 'train_cfg.max_iters=4' for c in cmd]
+    r = subprocess.run(more + ['--resume'], capture_output=True, text=True, cwd=str(tmp_path),
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'resumed epoch: 0, iter: 3' in r.stdout + r.stderr
+    assert osp.isfile(work / 'iter_4.pth')
     # the tool exports the same file from the Runner checkpoint
     r = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'export_clipself.py'),
                         osp.join(ROOT, 'configs/clipself/clipself_shapes_tiny.py'),
-                        str(work / 'iter_3.pth'), '--out', str(tmp_path / 'x.safetensors'),
+                        str(work / 'iter_4.pth'), '--out', str(tmp_path / 'x.safetensors'),
                         '--fp16', '--sparse-tokens'], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     again = build_clip('densekit-shapes-tiny', checkpoint=str(tmp_path / 'x.safetensors'))
+    clip = build_clip('densekit-shapes-tiny', checkpoint=str(out))      # the hook's, at iter 4
     for (k, a), b in zip(clip.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
 

@@ -138,6 +138,18 @@ def test_loss_decreases_and_only_the_trainable_blocks_change():
     assert not any(p.requires_grad for p in model.teacher.parameters())
 
 
+def test_global_term_is_zero_for_the_untrained_student_and_trains_it():
+    model = tiny_model(trainable_blocks=1, global_weight=0.5)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    losses = model.loss(x)
+    # student == teacher: cos of two equal embeddings is 1 up to a normalisation rounding
+    assert abs(losses['loss_global'].item()) < 64 * EPS
+    assert losses['loss_cosine'].item() > 1e-3
+    losses['loss_global'].backward()
+    assert model.student.visual.transformer.resblocks[2].mlp.c_fc.weight.grad is not None
+    assert 'loss_global' not in tiny_model().loss(x)          # the authors' recipe: no term
+
+
 def test_loss_samples_grid_regions_inside_the_unpadded_image():
     from mmseg.structures import SegDataSample
     model = tiny_model()

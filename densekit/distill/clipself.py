@@ -68,6 +68,9 @@ class CLIPSelf(BaseModel):
             proposals; the teacher's crop is 1.5x the box as in the authors' proposal variant).
         crop_size: side of the teacher's crops; ``None``: the tower's native input size.
         loss_weight: multiplies ``1 - mean cos``.
+        global_weight: if > 0, also ``loss_global = global_weight * (1 - mean cos)`` between the
+            student's and the teacher's global embeddings of the same crops, which keeps the
+            tower a usable crop classifier. Not in the authors' recipe (0 = theirs).
         data_preprocessor: an mmengine/mmseg data preprocessor config (normalises and stacks).
     """
 
@@ -79,6 +82,7 @@ class CLIPSelf(BaseModel):
                  regions: Optional[dict] = None,
                  crop_size: Optional[int] = None,
                  loss_weight: float = 1.0,
+                 global_weight: float = 0.0,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -108,6 +112,7 @@ class CLIPSelf(BaseModel):
         size = self.teacher.image_size
         self.crop_size = int(crop_size or (size[0] if isinstance(size, (tuple, list)) else size))
         self.loss_weight = loss_weight
+        self.global_weight = global_weight
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -155,15 +160,21 @@ class CLIPSelf(BaseModel):
 
     # ------------------------------------------------------------------ losses
     @torch.no_grad()
-    def teacher_embeddings(self, inputs: torch.Tensor, boxes: List[torch.Tensor]) -> torch.Tensor:
-        """``[sum K_i, D]``: CLIP's global embedding of each region's crop (frozen teacher)."""
+    def region_crops(self, inputs: torch.Tensor, boxes: List[torch.Tensor]) -> torch.Tensor:
+        """``[sum K_i, 3, s, s]``: the teacher's view of each region."""
         fill = self._pad_fill()
         scale = self.regions['crop_scale']
         crops = []
         for img, b in zip(inputs, boxes):
             h, w = img.shape[-2:]
             crops.append(crop_regions(img, expand_boxes(b, scale, w, h), self.crop_size, fill))
-        return self.teacher(torch.cat(crops).to(inputs.dtype))
+        return torch.cat(crops).to(inputs.dtype)
+
+    @torch.no_grad()
+    def teacher_embeddings(self, inputs: torch.Tensor, boxes: List[torch.Tensor],
+                           crops: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[sum K_i, D]``: CLIP's global embedding of each region's crop (frozen teacher)."""
+        return self.teacher(self.region_crops(inputs, boxes) if crops is None else crops)
 
     def student_embeddings(self, inputs: torch.Tensor, boxes: List[torch.Tensor]) -> torch.Tensor:
         """``[sum K_i, D]``: the student's normalised dense map RoI-pooled over each box."""
@@ -175,10 +186,14 @@ class CLIPSelf(BaseModel):
         """``dict(loss_cosine=w * (1 - mean cos(student RoI feature, teacher crop embedding)))``."""
         if boxes is None:
             boxes = self.sample_regions(inputs, data_samples)
-        target = F.normalize(self.teacher_embeddings(inputs, boxes), dim=-1)
+        crops = self.region_crops(inputs, boxes)
+        target = F.normalize(self.teacher_embeddings(inputs, boxes, crops), dim=-1)
         pred = F.normalize(self.student_embeddings(inputs, boxes), dim=-1)
-        loss = 1.0 - (pred * target).sum(-1).mean()
-        return dict(loss_cosine=loss * self.loss_weight)
+        losses = dict(loss_cosine=(1.0 - (pred * target).sum(-1).mean()) * self.loss_weight)
+        if self.global_weight > 0:
+            own = F.normalize(self.student.visual(crops), dim=-1)
+            losses['loss_global'] = (1.0 - (own * target).sum(-1).mean()) * self.global_weight
+        return losses
 
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'tensor'):
         if mode == 'loss':

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from densekit.apis import init_segmentor, segment, segmentor_config
 from densekit.segmentors import PAMR
 
-from numerics import F64_ATOL, gamma
+from numerics import F64_ATOL, fp32_atol, gamma
 
 
 def tiny_cfg(**kw):
@@ -253,3 +253,44 @@ def test_segmentor_precision_option():
     assert out.seg_logits.data.dtype == torch.float32
     with pytest.raises(ValueError, match='precision must be one of'):
         m.set_precision('double')
+
+
+def test_reference_loop_restates_the_segmentor(seg):
+    """densekit.segmentors.reference (the authors' loop, the benchmark's yardstick) computes the
+    segmentor's own maps and labels: the same formula, compared in float64."""
+    import copy
+
+    from densekit.segmentors.reference import reference_predict, reference_text_embeddings
+    seg = _slide(copy.deepcopy(seg).double())
+    x = torch.randn(1, 3, 80, 100, dtype=torch.float64)
+    text, qc = seg.decode_head.text_embeds, seg.query_class
+    logits, probs, pred = reference_predict(seg, x, text, qc)
+    ours = seg.predict(x)[0]
+    assert torch.allclose(logits, seg.inference(x, seg.batch_metas(x)), rtol=0, atol=F64_ATOL)
+    assert torch.allclose(probs, ours.seg_logits.data, rtol=0, atol=F64_ATOL)
+    assert torch.equal(pred, ours.pred_sem_seg.data)
+    names = ['cat', 'dog']
+    ref = reference_text_embeddings(seg.text_encoder, names, seg.text_encoder.templates)
+    assert torch.allclose(ref, seg.text_encoder.encode_names(names), rtol=0, atol=F64_ATOL)
+
+
+def test_benchmark_tool_runs(tmp_path):
+    """tools/benchmark.py end to end (a subprocess, the tiny model): the reference comparison
+    and mask naming print JSON with a ratio and the differences of the outputs."""
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(root, 'tools', 'benchmark.py'), '--model',
+         'densekit-tiny-vit', '--height', '64', '--width', '96', '--crop', '64', '--stride', '32',
+         '--modes', 'sclip', '--reference', '--masks', '2', '4', '--repeat', '1', '--threads',
+         '1', '--json'], capture_output=True, text=True, cwd=str(tmp_path),
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith('{')][-1])
+    row = out['image'][0]
+    assert row['ratio'] > 0 and row['label_agreement'] == 1.0
+    assert row['max_abs_diff_cos'] <= fp32_atol(64, scale=1.0, depth=25)
+    assert [r['masks'] for r in out['masks']] == [2, 4] and out['peak_rss_mib'] > 0

@@ -25,7 +25,9 @@ def reference_text_embeddings(text_encoder, names: Sequence[str],
     out = []
     for name in names:
         tokens = text_encoder.tokenizer([t.format(name) for t in templates]).to(device)
-        feat = F.normalize(tower(tokens).float(), dim=-1).mean(0)   # tower(tokens): full length
+        feat = tower(tokens)                                         # the full 77 tokens
+        feat = F.normalize(feat.to(torch.promote_types(feat.dtype, torch.float32)), dim=-1)
+        feat = feat.mean(0)
         out.append(F.normalize(feat, dim=0))
     return torch.stack(out)
 
@@ -40,8 +42,9 @@ def reference_logits(model, inputs: torch.Tensor, text_embeds: torch.Tensor) -> 
         h, w = img.shape[-2:]
         x = F.pad(img, pad) if any(pad) else img
         dense = model.backbone.forward_dense(x, with_global=True)['dense']
+        dense = dense.to(torch.promote_types(dense.dtype, torch.float32))
         dense = dense / dense.norm(dim=1, keepdim=True)
-        logits = torch.einsum('bdhw,qd->bqhw', dense.float(), text_embeds)
+        logits = torch.einsum('bdhw,qd->bqhw', dense, text_embeds.to(dense))
         logits = F.interpolate(logits, size=x.shape[-2:], mode='bilinear', align_corners=False)
         return logits[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
 

@@ -20,7 +20,7 @@ from densekit.distill import (
     select_given_boxes,
 )
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 EPS = torch.finfo(torch.float32).eps
 
 

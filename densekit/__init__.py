@@ -3,7 +3,7 @@
 Importing densekit registers its modules (``densekit.*`` in the densekit scope; heads and
 segmentors in mmseg's registry). Nothing else happens at import: no model is built or loaded.
 """
-from . import cams, clip, datasets, distill, engine, evaluation, heads, proposals, segmentors, vfm  # noqa: F401,E501  (registration)
+from . import cams, clip, datasets, distill, engine, evaluation, heads, proposals, segmentors, vfm  # noqa: F401  (registration)
 
 try:  # detectors need mmdet, an optional dependency of the segmentation parts
     from . import detectors  # noqa: F401  (registration)

@@ -11,7 +11,7 @@ _base_ = ['../_base_/models/zero_shot_vitb16.py', '../_base_/datasets/cityscapes
 
 model = dict(
     backbone=dict(dense_mode='naclip', mode_cfg=dict(gaussian_std=5.0)),
-    vocabulary=_base_.vocabulary,  # noqa: F821  (MMEngine's parser defines _base_)
+    vocabulary=_base_.vocabulary,
     logit_scale=40.0,
     prob_thd=0.0,
     area_thd=None,

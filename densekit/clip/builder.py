@@ -163,20 +163,20 @@ def read_state_dict(path: str, allow_pickle: bool = False) -> dict:
         from safetensors.torch import load_file
         try:
             state = load_file(path)
-        except Exception as e:  # noqa: BLE001 - SafetensorError and OSError, re-raised in one line
+        except Exception as e:
             raise ValueError(f'{path} is not a valid safetensors file, it may be truncated '
                              f'({_first_line(e)})') from None
     elif _is_torchscript(path):
         # OpenAI's released .pt files are TorchScript archives (no arbitrary pickle code).
         try:
             state = torch.jit.load(path, map_location='cpu').state_dict()
-        except Exception as e:  # noqa: BLE001 - any TorchScript failure, re-raised in one line
+        except Exception as e:
             raise ValueError(f'{path} looks like a TorchScript archive (OpenAI .pt) but torch '
                              f'cannot load it ({_first_line(e)}); {_EXPECTED}') from None
     else:
         try:
             state = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
-        except Exception as e:  # noqa: BLE001 - any reader failure, re-raised in one line
+        except Exception as e:
             raise _load_error(path, e, allow_pickle) from None
     for key in ('state_dict', 'model', 'module'):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):

@@ -22,7 +22,7 @@ views then teach the patches their local class. With class-token pooling the sam
 dense maps at about half the background IoU (docs/model_card_shapes_tiny.md).
 """
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import cv2
 import numpy as np

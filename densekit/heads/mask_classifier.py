@@ -20,9 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..registry import MODELS
 from ..constants import CLIP_MEAN, CLIP_STD
-
+from ..registry import MODELS
 
 
 def queries_to_class_probs(cos: torch.Tensor, query_class: torch.Tensor, num_classes: int,

@@ -1,5 +1,5 @@
 from .open_vocab import OpenVocabSegmentor
-from .proposal_segmentor import ProposalSegmentor
 from .pamr import PAMR
+from .proposal_segmentor import ProposalSegmentor
 
 __all__ = ['OpenVocabSegmentor', 'ProposalSegmentor', 'PAMR']

@@ -20,7 +20,7 @@ from densekit.vfm import VFMBackbone
 
 from numerics import F64_ATOL
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BETA, GAMMA = 1.2, 3.0
 
 
@@ -352,9 +352,10 @@ def test_benchmark_config_runs_end_to_end(dataset, tmp_path, capsys, monkeypatch
     layout, tiny CLIP and a tiny random DINO as the proxy; ade20k has its own test pipeline."""
     from mmengine.config import Config
     from mmseg.utils import register_all_modules
-    from test_benchmark_configs import make_fake_dataset
 
     from densekit.engine.runner import run_test_tool
+
+    from fake_datasets import make_fake_dataset
     register_all_modules(init_default_scope=False)
     monkeypatch.chdir(ROOT)
     config = f'configs/zero_shot/proxyclip_vitb16_{dataset}.py'

@@ -281,7 +281,7 @@ def test_benchmark_tool_runs(tmp_path):
     import os
     import subprocess
     import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run(
         [sys.executable, os.path.join(root, 'tools', 'benchmark.py'), '--model',
          'densekit-tiny-vit', '--height', '64', '--width', '96', '--crop', '64', '--stride', '32',

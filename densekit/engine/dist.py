@@ -27,7 +27,7 @@ from torch import nn
 from ..registry import MODEL_WRAPPERS
 
 __all__ = ['setup_distributed', 'init_process_group', 'launcher_env', 'rank_and_world',
-           'first_slurm_host', 'CPUDistributedDataParallel']
+           'first_slurm_host', 'teardown_distributed', 'CPUDistributedDataParallel']
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
@@ -124,6 +124,15 @@ def setup_distributed(cfg) -> None:
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = backend or 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(type='densekit.CPUDistributedDataParallel')
+
+
+def teardown_distributed() -> None:
+    """Wait for every rank, then destroy the process group. Without it, Gloo's threads can
+    abort a rank at interpreter exit ("terminate called without an active exception"), which
+    torchrun reports as a failed run although the results are written."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
 
 
 @MODEL_WRAPPERS.register_module()

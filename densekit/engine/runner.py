@@ -15,7 +15,7 @@ from typing import Optional
 from mmengine.config import Config, DictAction
 
 from .checkpoint import trust_runner_checkpoints
-from .dist import LAUNCHERS, setup_distributed
+from .dist import LAUNCHERS, setup_distributed, teardown_distributed
 
 __all__ = ['load_config', 'build_runner', 'run_test_tool', 'run_train_tool', 'format_metrics',
            'UsageError']
@@ -127,6 +127,7 @@ def run_test_tool(argv=None) -> int:
     from mmengine.dist import get_rank
     if get_rank() == 0:
         print(format_metrics(metrics))
+    teardown_distributed()
     return 0
 
 
@@ -140,4 +141,5 @@ def run_train_tool(argv=None) -> int:
     if runner is None:
         return code
     runner.train()
+    teardown_distributed()
     return 0

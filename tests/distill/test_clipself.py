@@ -232,8 +232,10 @@ def test_coco_config_parses_and_builds_with_random_weights():
     assert model.crop_size == 224 and model.regions['max_split'] == 6
     trainable = {n.split('.')[4] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {str(i) for i in range(12)}           # all blocks, nothing else
-    for t in cfg.train_pipeline:
-        TRANSFORMS.build(t)
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):   # other tests leave mmdet's scope set
+        for t in cfg.train_pipeline:
+            TRANSFORMS.build(t)
 
 
 @pytest.fixture(scope='module')

@@ -73,8 +73,10 @@ def test_index_static_and_config(client):
     assert b'http' not in client.get('/').data.replace(b'http://', b'')  # no external assets
     cfg = client.get('/api/config').get_json()
     assert EXAMPLE in cfg['examples']
+    from densekit.apis.cli import dense_mode_names
     from densekit.registry import DENSE_MODES
-    assert cfg['modes'] == list(DENSE_MODES.module_dict)        # the registry, in order
+    assert cfg['modes'] == dense_mode_names()           # the registry, in order, unguided
+    assert set(cfg['modes']) < set(DENSE_MODES.module_dict)
     assert {'vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'} <= set(cfg['modes'])
     assert 'star' in cfg['vocabulary'] and cfg['sam'] is False
 

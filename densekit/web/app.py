@@ -141,7 +141,7 @@ class DemoEngine:
 def build_engine(model: str = 'shapes-tiny', pretrained=None, checkpoint=None,
                  dense_mode: Optional[str] = None, sam_checkpoint=None, sam_type: str = 'vit_b',
                  vocabulary=None, device: str = 'cpu',
-                 proposals: str = 'dense-regions') -> DemoEngine:
+                 proposals: str = 'dense-regions', precision: str = 'fp32') -> DemoEngine:
     """The demo's model. ``proposals`` is how *Segment* works (``'dense-regions'``: the dense
     map's regions named by crops, the best measured method with shapes-tiny; ``'slic'``:
     superpixels named by the pooling + crop ensemble); clicks are always named by the ensemble.
@@ -153,6 +153,8 @@ def build_engine(model: str = 'shapes-tiny', pretrained=None, checkpoint=None,
     seg = init_segmentor(model=model, pretrained=pretrained, checkpoint=checkpoint,
                          dense_mode=dense_mode, vocabulary=vocab, proposals=proposals,
                          bg_index=None, device=device)
+    if precision != 'fp32':
+        seg.set_precision(precision)                # the image tower (docs/speed.md)
     click = MODELS.build(dict(PROPOSAL_METHODS['slic']['classifier'])).to(device)
     sam = None
     if sam_checkpoint or sam_type == 'tiny':

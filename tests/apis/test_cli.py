@@ -419,3 +419,28 @@ def test_image_demo_main(tmp_path, capsys):
     assert 'shapes_example.png (320x240)' in printed and 'wrote' in printed
     assert sorted(os.listdir(out)) == ['shapes_example_label.png', 'shapes_example_overlay.png',
                                        'summary.json']
+
+
+def test_precision_flag(images, tmp_path, capsys):
+    """--precision runs the image tower in that precision (docs/speed.md); labels agree with
+    fp32 on most pixels (bf16 keeps ~3 significant digits of the cosine maps)."""
+    import cv2
+    outs = {}
+    for p in ('fp32', 'bf16', 'int8'):
+        out = tmp_path / p
+        assert infer(str(images), '--vocab', 'cat, dog; puppy', '--out', str(out),
+                     '--precision', p, *FAST) == 0
+        outs[p] = cv2.imread(str(out / 'a_label.png'), cv2.IMREAD_UNCHANGED)
+    assert outs['bf16'].shape == outs['fp32'].shape
+    for p in ('bf16', 'int8'):
+        assert (outs[p] == outs['fp32']).mean() > 0.5
+    with pytest.raises(SystemExit) as e:                 # argparse: a usage error, exit 2
+        infer(str(images), '--vocab', 'cat', '--precision', 'fp8', *FAST)
+    assert e.value.code == 2
+    assert 'fp8' in capsys.readouterr().err
+
+
+def test_web_engine_precision():
+    from densekit.web.app import build_engine
+    engine = build_engine(model='densekit-tiny-vit', precision='bf16')
+    assert engine.model.precision == 'bf16'

@@ -11,7 +11,14 @@ Then open http://127.0.0.1:7860 . Serves only on 127.0.0.1 unless --host says ot
 import argparse
 import sys
 
-from ..cli import EXIT_OK, EXIT_USAGE, add_clip_args, dense_mode_names, error_line
+from ..cli import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_clip_args,
+    add_precision_arg,
+    dense_mode_names,
+    error_line,
+)
 
 LOCAL_HOSTS = ('127.0.0.1', 'localhost', '::1')
 
@@ -35,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument('--sam-type', default='vit_b',
                    help='vit_b, vit_l, vit_h (match the file); tiny = random SAM, plumbing only')
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
+    add_precision_arg(p)
     p.add_argument('--device', default='cpu')
     return p.parse_args(argv)
 
@@ -57,7 +65,7 @@ def main(argv=None, serve: bool = True) -> int:
                          checkpoint=args.checkpoint, dense_mode=args.mode,
                          proposals=args.proposals, sam_checkpoint=args.sam_checkpoint,
                          sam_type=args.sam_type, vocabulary=vocab, device=args.device,
-                         num_threads=args.threads)
+                         precision=args.precision, num_threads=args.threads)
     except (ValueError, OSError, RuntimeError, KeyError) as e:
         print(error_line(e), file=sys.stderr)
         return EXIT_USAGE

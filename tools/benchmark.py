@@ -144,7 +144,7 @@ def main(argv=None) -> int:
 
 def run(args, tmp=None) -> int:
 
-    import densekit  # noqa: F401
+    import densekit  # noqa: F401  (registers densekit's modules)
     from densekit import benchmark as bm
     from densekit.clip import Vocabulary
     from densekit.clip.templates import get_templates

@@ -33,7 +33,7 @@ def _setup():
     import torch
     from mmseg.utils import register_all_modules
 
-    import densekit  # noqa: F401
+    import densekit  # noqa: F401  (registers densekit's modules)
     register_all_modules(init_default_scope=False)
     # one thread: these tiny models are ~100x slower with two threads on a busy 2-core machine
     threads = torch.get_num_threads()

@@ -22,7 +22,7 @@ SMALL = dict(min_size=64, max_size=128)  # fast splits for file-level tests
 
 def _mmcv_ops_reason():
     try:
-        import mmcv.ops  # noqa: F401
+        import mmcv.ops  # noqa: F401  (the check: do the compiled ops import?)
     except Exception as e:  # ImportError, or a broken build raising something else
         return f'mmcv ops unavailable ({type(e).__name__}: {e})'
     return None
@@ -246,7 +246,7 @@ def test_seg_dataset_through_mmseg_pipeline(split_dir):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    import densekit.datasets.shapes_seg_dataset  # noqa: F401
+    import densekit.datasets.shapes_seg_dataset  # noqa: F401  (registers ShapesSegDataset)
     init_default_scope('mmseg')
     ds = DATASETS.build(dict(
         type='ShapesSegDataset', data_root=str(split_dir),

@@ -223,7 +223,7 @@ def test_coco_config_parses_and_builds_with_random_weights():
     from mmengine.config import Config
     from mmseg.registry import TRANSFORMS
 
-    import densekit  # noqa: F401
+    import densekit  # noqa: F401  (registers densekit's modules)
     from densekit.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, 'configs/clipself/clipself_vitb16_coco.py'))
     assert cfg.model.clip == dict(model='ViT-B-16', pretrained='openai')
@@ -290,7 +290,7 @@ def test_boxes_config_builds_model_and_pipeline():
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
-    import densekit  # noqa: F401
+    import densekit  # noqa: F401  (registers densekit's modules)
     from densekit.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, 'configs/clipself/clipself_shapes_tiny_boxes.py'))
     model = MODELS.build(cfg.model)

@@ -134,7 +134,7 @@ def test_train_two_processes_follow_one(shapes, tmp_path):
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS as SEG_MODELS
 
-    import densekit  # noqa: F401
+    import densekit  # noqa: F401  (registers densekit's modules)
     from densekit.engine.runner import load_config
     runs = {'one': (1, 2, None),         # 1 process x batch 2: the reference
             'two': (2, 1, None),         # 2 processes x batch 1, gradients all-reduced

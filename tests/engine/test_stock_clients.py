@@ -18,7 +18,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-import densekit  # noqa: F401
+import densekit  # noqa: F401  (registers densekit's modules)
 from densekit.engine.vocabulary import classes_from_config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

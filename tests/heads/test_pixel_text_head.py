@@ -8,7 +8,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-import densekit  # noqa: F401
+import densekit  # noqa: F401  (registers densekit's modules)
 from densekit.heads.prompting import (
     ContextDecoder,
     LearnableContext,

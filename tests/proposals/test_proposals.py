@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import densekit  # noqa: F401
+import densekit  # noqa: F401  (registers densekit's modules)
 from densekit.clip.text import TextEmbeddings
 from densekit.clip.vocabulary import Vocabulary
 from densekit.heads.mask_classifier import (

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import densekit  # noqa: F401
+import densekit  # noqa: F401  (registers densekit's modules)
 from densekit.apis import init_segmentor, segmentor_config
 from densekit.engine.runner import run_test_tool
 from densekit.heads.mask_classifier import MaskClassifier

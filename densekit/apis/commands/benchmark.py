@@ -1,0 +1,234 @@
+"""Speed and memory of the dense backbone and the segmentor (CPU or GPU), and comparisons with
+the authors' loop in the same run (docs/speed.md).
+
+    python tools/benchmark.py --model shapes-tiny --size 224 --repeat 10
+    python tools/benchmark.py --model ViT-B-16 --size 448 --modes naclip sclip --threads 2
+    # densekit vs the authors' loop (one crop at a time, full tower), ratio and max |diff|:
+    python tools/benchmark.py --model ViT-B-16 --height 336 --width 448 \\
+        --config configs/zero_shot/sclip_vitb16_voc21.py --reference --precision bf16 int8
+    # text: VOC21's 56 names x 80 templates cold vs the authors' loop, then warm (new process)
+    python tools/benchmark.py --model ViT-B-16 --text
+    # naming N masks by mask pooling
+    python tools/benchmark.py --model ViT-B-16 --height 336 --width 448 --masks 10 100 500
+
+Without ``--reference/--precision/--text/--masks`` it prints one row per mode: backbone forward
+ms/image, whole-image and slide segmentation images/s, peak resident memory. Random weights are
+fine for speed (``--model ViT-B-16`` without ``--pretrained`` builds the architecture offline;
+every model of a run is seeded alike, so all compare the same weights). Text embeddings go to a
+temporary disk cache, never the user's. ``tools/benchmark.py`` is a shell over :func:`main`.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+# the repository checkout (configs/ and relative vocabulary paths)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def build(args, mode=None, precision='fp32', vocab=None, templates='single'):
+    """A segmentor on seeded random (or --pretrained) weights: from --config, else from the
+    mode and the model's defaults."""
+    from densekit.apis import init_segmentor
+    from densekit.apis.inference import DEFAULTS, MODEL_DEFAULTS
+    torch.manual_seed(0)
+    if args.config:
+        from mmengine.config import Config
+        cfg = Config.fromfile(args.config)
+        cfg.model.clip = dict(model=args.model, pretrained=args.pretrained)
+        cfg.model.text_encoder = dict(templates=templates)
+        cfg.model.precision = precision
+        if vocab is not None:
+            cfg.model.vocabulary = vocab
+        elif isinstance(cfg.model.vocabulary, str) and not os.path.isabs(cfg.model.vocabulary):
+            cfg.model.vocabulary = os.path.join(ROOT, cfg.model.vocabulary)  # repo-relative
+        return init_segmentor(cfg)
+    d = dict(DEFAULTS, **MODEL_DEFAULTS.get(args.model, {}))
+    return init_segmentor(model=args.model, pretrained=args.pretrained, dense_mode=mode,
+                          vocabulary=vocab, templates=templates, precision=precision,
+                          crop=args.crop or d['crop'], stride=args.stride or d['stride'])
+
+
+def vocabulary(args):
+    if args.vocabulary:
+        return args.vocabulary
+    return [f'class {i}' for i in range(args.classes)]
+
+
+def table(rows, columns, title):
+    print(title)
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+    print('  '.join(c.rjust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print('  '.join(_fmt(r.get(c)).rjust(w) for c, w in zip(columns, widths)))
+    print()
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f'{v:.3g}' if abs(v) < 1e-2 and v != 0 else f'{v:.3f}'
+    return '-' if v is None else str(v)
+
+
+def overview(args, x):
+    """The original table: backbone ms, whole and slide images/s per mode."""
+    from densekit.apis.inference import DEFAULTS, MODEL_DEFAULTS
+    from densekit.benchmark import alternate
+    d = dict(DEFAULTS, **MODEL_DEFAULTS.get(args.model, {}))
+    crop, stride = args.crop or d['crop'], args.stride or d['stride']
+    rows = []
+    for mode in args.modes:
+        model = build(args, mode, vocab=vocabulary(args))
+        with torch.no_grad():
+            t_bb = alternate({'bb': lambda: model.backbone.forward_dense(x, with_global=False)},
+                             args.repeat)['bb']
+            model.test_cfg = type(model.test_cfg)(mode='whole')
+            t_whole = alternate({'w': lambda: model.predict(x)}, args.repeat)['w']
+            model.test_cfg = type(model.test_cfg)(mode='slide', crop_size=(crop, crop),
+                                                  stride=(stride, stride))
+            t_slide = alternate({'s': lambda: model.predict(x)}, args.repeat)['s']
+        rows.append(dict(mode=mode, backbone_ms=1000 * t_bb, whole_img_s=1 / t_whole,
+                         slide_img_s=1 / t_slide))
+    return rows, f'{args.model}, {x.shape[-2]}x{x.shape[-1]} px, slide {crop}/{stride}'
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--model', default='shapes-tiny')
+    p.add_argument('--pretrained')
+    p.add_argument('--config', help='a configs/zero_shot/*.py file (its method, slide, PAMR, '
+                   'thresholds) run on --model weights instead of its own')
+    p.add_argument('--size', type=int, default=224, help='square input side (px)')
+    p.add_argument('--height', type=int)
+    p.add_argument('--width', type=int)
+    p.add_argument('--crop', type=int, default=None)
+    p.add_argument('--stride', type=int, default=None)
+    p.add_argument('--modes', nargs='+',
+                   default=['vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'])
+    p.add_argument('--classes', type=int, default=20, help='synthetic vocabulary size')
+    p.add_argument('--vocabulary', help='a vocabulary file for the image benchmarks')
+    p.add_argument('--repeat', type=int, default=5)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--reference', action='store_true',
+                   help='densekit vs the authors\' loop on the same model: ratio and max |diff|')
+    p.add_argument('--precision', nargs='+', choices=['fp32', 'bf16', 'fp16', 'int8'],
+                   help='reduced-precision segmentors vs the fp32 reference loop')
+    p.add_argument('--text', action='store_true',
+                   help='text encoding cold (vs the authors\' loop) and warm (a new process)')
+    p.add_argument('--text-vocabulary', default=os.path.join(
+        ROOT, 'densekit', 'datasets', 'vocabularies', 'voc21.txt'))
+    p.add_argument('--templates', default='imagenet80', help='template set of --text')
+    p.add_argument('--no-text-reference', action='store_true',
+                   help='skip the (slow) full-length reference text encoding')
+    p.add_argument('--masks', type=int, nargs='+', help='time naming N masks by mask pooling')
+    p.add_argument('--json', action='store_true', help='print JSON rows')
+    p.add_argument('--text-warm-probe', action='store_true', help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ['DENSEKIT_TEXT_CACHE'] = '1'
+    if args.text_warm_probe:
+        return run(args)
+    # private, empty text caches: no warm hits from earlier runs, no writes to the user's
+    tmp = tempfile.mkdtemp(prefix='densekit-bench-')
+    os.environ['DENSEKIT_CACHE'] = os.path.join(tmp, 'models')
+    try:
+        return run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, tmp=None) -> int:
+
+    import densekit  # noqa: F401  (registers densekit's modules)
+    from densekit import benchmark as bm
+    from densekit.clip import Vocabulary
+    from densekit.clip.templates import get_templates
+
+    if args.text_warm_probe:                                  # the warm half, in a new process
+        t0 = time.perf_counter()
+        enc = build(args, 'maskclip', vocab=['x']).text_encoder
+        built = time.perf_counter() - t0
+        names = [n for syn in Vocabulary.parse(args.text_vocabulary).synonyms for n in syn]
+        t0 = time.perf_counter()
+        enc.encode_names(names, get_templates(args.templates))
+        print(json.dumps(dict(warm_s=time.perf_counter() - t0, build_s=built,
+                              disk_hits=enc.num_disk_hits, text_passes=enc.num_text_passes)))
+        return 0
+
+    h, w = args.height or args.size, args.width or args.size
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    out = {}
+    plain = not (args.reference or args.precision or args.text or args.masks)
+    if plain:
+        rows, title = overview(args, x)
+        out['overview'] = rows
+        table(rows, ['mode', 'backbone_ms', 'whole_img_s', 'slide_img_s'],
+              f'{title}, {args.threads} threads')
+    modes = ['config'] if args.config else args.modes
+    fp32 = {}
+    if args.reference or args.precision:
+        rows = []
+        for mode in modes:
+            fp32[mode] = build(args, mode, vocab=vocabulary(args))
+            if args.reference:
+                r = bm.bench_image(fp32[mode], x, args.repeat)
+                rows.append(dict(mode=mode, precision='fp32', **r))
+            for prec in args.precision or []:
+                low = fp32[mode] if prec == 'fp32' else build(args, mode, prec, vocabulary(args))
+                r = bm.bench_precision(fp32[mode], low, x, args.repeat)
+                rows.append(dict(mode=mode, precision=prec, **r))
+        out['image'] = rows
+        table(rows, ['mode', 'precision', 'densekit_s', 'reference_s', 'ratio',
+                     'max_abs_diff_cos', 'max_cos_error', 'label_agreement'],
+              f'image: {args.config or args.model} on {h}x{w} ({args.model}), '
+              f'{args.threads} threads, best of {args.repeat} alternating runs')
+    if args.masks:
+        model = fp32.get(modes[0]) or build(args, modes[0], vocab=vocabulary(args))
+        rows = bm.bench_mask_naming(model, x, args.masks, args.repeat)
+        for r in rows:
+            r['vs_first'] = r['seconds'] / rows[0]['seconds']
+        out['masks'] = rows
+        table(rows, ['masks', 'seconds', 'vs_first'],
+              f'mask naming by pooling (one dense pass, {h}x{w}, whole image)')
+    if args.text:
+        vocab = Vocabulary.parse(args.text_vocabulary)
+        names = [n for syn in vocab.synonyms for n in syn]
+        enc = build(args, 'maskclip', vocab=['x']).text_encoder
+        text_root = os.path.join(tmp, 'text-bench')       # empty: the cold run fills it
+        r = bm.bench_text_cold(enc, names, get_templates(args.templates),
+                               os.path.join(text_root, 'text'),
+                               reference=not args.no_text_reference)
+        probe = [sys.executable, '-m', 'densekit.apis.commands.benchmark', '--text-warm-probe',
+                 '--model', args.model, '--threads', str(args.threads),
+                 '--text-vocabulary', args.text_vocabulary, '--templates', args.templates]
+        if args.pretrained:
+            probe += ['--pretrained', args.pretrained]
+        t0 = time.perf_counter()
+        res = subprocess.run(probe, capture_output=True, text=True,
+                             env=dict(os.environ, DENSEKIT_CACHE=text_root))
+        wall = time.perf_counter() - t0
+        if res.returncode != 0:
+            raise RuntimeError(f'warm probe failed:\n{res.stderr[-2000:]}')
+        warm = json.loads(res.stdout.strip().splitlines()[-1])
+        r.update(warm_s=warm['warm_s'], warm_disk_hits=warm['disk_hits'],
+                 warm_text_passes=warm['text_passes'], warm_process_s=wall)
+        out['text'] = [r]
+        table([r], ['prompts', 'reference_s', 'cold_s', 'ratio', 'max_abs_diff', 'disk_hit_s',
+                    'warm_s', 'warm_process_s'],
+              f'text: {os.path.basename(args.text_vocabulary)} ({len(names)} names) x '
+              f'{args.templates}, {args.model}, {args.threads} threads')
+    out['peak_rss_mib'] = bm.peak_rss_mib()
+    if args.json:
+        print(json.dumps(out))
+    print(f'peak RSS {out["peak_rss_mib"]:.0f} MiB')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

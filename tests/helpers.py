@@ -14,3 +14,21 @@ def png_header_only(width: int, height: int) -> bytes:
                 struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
     ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
     return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IEND', b'')
+
+
+# configs/trained/pixel_text_shapes_tiny.py shrunk for tests that train: densekit-tiny-vit
+# (random weights, 3 blocks of width 64, patch 16, joint space 32), 64 px crops. A config text
+# with ``{root}`` and ``{base}`` placeholders (str.format).
+TINY_PIXEL_TEXT_MODEL = """
+_base_ = ['{root}/configs/trained/{base}.py']
+crop = (64, 64)
+model = dict(
+    clip=dict(model='densekit-tiny-vit'),
+    backbone=dict(out_indices=(0, 1, 2)),
+    text_encoder=dict(templates='single'),
+    data_preprocessor=dict(size=crop),
+    decode_head=dict(in_channels=[64, 64, 64], in_index=[0, 1, 2], pyramid_scales=(4, 2, 1),
+                     feature_strides=[4, 8, 16], embed_dim=32, channels=16,
+                     score_concat_index=2, context_decoder=dict(width=16, heads=2, layers=1)),
+    test_cfg=dict(crop_size=crop, stride=(64, 64)))
+"""

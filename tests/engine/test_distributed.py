@@ -17,6 +17,8 @@ import sys
 import pytest
 import torch
 
+from helpers import TINY_PIXEL_TEXT_MODEL
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(ROOT, 'tools')
 ZERO_SHOT = osp.join(ROOT, 'configs', 'shapes', 'zero_shot_vanilla_shapes_tiny.py')
@@ -26,30 +28,17 @@ pytestmark = pytest.mark.slow
 # Deterministic training (no random crop / flip / dropout, no shuffling): rank r of N takes samples
 # r, r+N, ..., so 2 processes x batch 1 see at each step the same two images as 1 process x
 # batch 2. Every image is resized to 64x64, so the mean loss over a batch is the mean of the
-# per-image means and DDP's gradient average equals the single-process gradient.
+# per-image means and DDP's gradient average equals the single-process gradient. The config is a
+# child of helpers.TINY_PIXEL_TEXT_MODEL (written beside it as tiny_base.py); nothing in it may
+# depend on how a batch is split over processes: no dropout (random masks), GroupNorm for
+# BatchNorm (batch statistics), losses averaged over all pixels.
 TRAIN_CFG = """
-_base_ = ['{root}/configs/trained/pixel_text_shapes_tiny.py']
-crop = (64, 64)
-model = dict(
-    clip=dict(model='densekit-tiny-vit'),
-    backbone=dict(out_indices=(0, 1, 2)),
-    text_encoder=dict(templates='single'),
-    data_preprocessor=dict(size=crop),
-    decode_head=dict(in_channels=[64, 64, 64], in_index=[0, 1, 2], pyramid_scales=(4, 2, 1),
-                     feature_strides=[4, 8, 16], embed_dim=32, channels=16,
-                     score_concat_index=2,
-                     # nothing that depends on the split of a batch over processes: no dropout
-                     # (random masks), GroupNorm for BatchNorm (batch statistics), losses
-                     # averaged over all pixels (equal per image: the mean of the means)
-                     context_decoder=dict(width=16, heads=2, layers=1, dropout=0.0),
-                     dropout_ratio=0.0, norm_cfg=dict(type='GN', num_groups=4),
-                     loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0,
-                                      avg_non_ignore=False),
-                     loss_pixel_text=dict(type='CrossEntropyLoss', loss_weight=0.4,
-                                          avg_non_ignore=False)),
-    test_cfg=dict(crop_size=crop, stride=(64, 64)))
+_base_ = ['tiny_base.py']
+model = dict(decode_head=dict(
+    context_decoder=dict(dropout=0.0), dropout_ratio=0.0, norm_cfg=dict(type='GN', num_groups=4),
+    loss_decode=dict(avg_non_ignore=False), loss_pixel_text=dict(avg_non_ignore=False)))
 pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
-            dict(type='Resize', scale=crop, keep_ratio=False), dict(type='PackSegInputs')]
+            dict(type='Resize', scale=(64, 64), keep_ratio=False), dict(type='PackSegInputs')]
 loader = dict(num_workers=0, persistent_workers=False,
               sampler=dict(type='DefaultSampler', shuffle=False))
 train_dataloader = dict(batch_size={batch}, **loader, dataset=dict(
@@ -143,7 +132,9 @@ def test_train_two_processes_follow_one(shapes, tmp_path):
     paths = {}
     for name, (nproc, batch, indices) in runs.items():
         paths[name] = tmp_path / f'train_{name}.py'
-        paths[name].write_text(TRAIN_CFG.format(root=ROOT, data=shapes, batch=batch,
+        (tmp_path / 'tiny_base.py').write_text(
+            TINY_PIXEL_TEXT_MODEL.format(root=ROOT, base='pixel_text_shapes_tiny'))
+        paths[name].write_text(TRAIN_CFG.format(data=shapes, batch=batch,
                                                 indices=indices)
                                + f"load_from = '{tmp_path / 'init.pth'}'\n")
     # all runs start from the same weights, saved here

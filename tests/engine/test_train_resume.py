@@ -14,24 +14,15 @@ import torch
 
 from densekit.engine.runner import run_test_tool, run_train_tool
 
+from helpers import TINY_PIXEL_TEXT_MODEL
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 
 # The real Shapes config, shrunk: densekit-tiny-vit (random weights, 3 blocks, patch 16),
 # 64 px crops, batch 2, no worker processes.
-TINY_CFG = """
-_base_ = ['{root}/configs/trained/{base}.py']
-crop = (64, 64)
-model = dict(
-    clip=dict(model='densekit-tiny-vit'),
-    backbone=dict(out_indices=(0, 1, 2)),
-    text_encoder=dict(templates='single'),
-    data_preprocessor=dict(size=crop),
-    decode_head=dict(in_channels=[64, 64, 64], in_index=[0, 1, 2], pyramid_scales=(4, 2, 1),
-                     feature_strides=[4, 8, 16], embed_dim=32, channels=16,
-                     score_concat_index=2, context_decoder=dict(width=16, heads=2, layers=1)),
-    test_cfg=dict(crop_size=crop, stride=(64, 64)))
+TINY_CFG = TINY_PIXEL_TEXT_MODEL + """
 train_pipeline = [
     dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
     dict(type='RandomCrop', crop_size=crop), dict(type='PackSegInputs')]

@@ -18,4 +18,4 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook', interval=1))
 # Segmentors without a vocabulary take the dataset's classes before testing.
-custom_hooks = [dict(type='densekit.VocabularyFromDatasetHook')]
+custom_hooks = [dict(type='densekit.DatasetVocabularyHook')]

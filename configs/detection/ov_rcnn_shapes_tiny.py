@@ -63,7 +63,7 @@ model = dict(
         clip_source='dense',
         dense_roi=dict(output_size=7, sampling_ratio=2)),
     text_encoder=dict(templates='imagenet80'),
-    vocabulary=None,                 # the dataset's classes (DetVocabularyHook)
+    vocabulary=None,                 # the dataset's classes (DatasetVocabularyHook)
     base_classes=base_classes,
     attributes=shapes_attributes,
     train_cfg=dict(
@@ -141,7 +141,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=600, max_keep_ckpts=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))
-custom_hooks = [dict(type='densekit.DetVocabularyHook')]
+custom_hooks = [dict(type='densekit.DatasetVocabularyHook')]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='gloo'))
 vis_backends = [dict(type='LocalVisBackend')]

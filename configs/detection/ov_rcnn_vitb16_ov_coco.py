@@ -53,7 +53,7 @@ model = dict(
             ensemble=True, alpha=0.35, beta=0.65),
         dense_roi=dict(output_size=7, sampling_ratio=2)),
     text_encoder=dict(templates='imagenet80'),
-    vocabulary=None,                 # the dataset's classes (DetVocabularyHook)
+    vocabulary=None,                 # the dataset's classes (DatasetVocabularyHook)
     base_classes=base_classes,
     train_cfg=dict(
         rpn=dict(
@@ -130,7 +130,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))
-custom_hooks = [dict(type='densekit.DetVocabularyHook')]
+custom_hooks = [dict(type='densekit.DatasetVocabularyHook')]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='nccl'))
 vis_backends = [dict(type='LocalVisBackend')]

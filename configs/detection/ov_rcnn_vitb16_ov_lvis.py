@@ -3,7 +3,7 @@
 # Data: data/lvis_v1/annotations/lvis_v1_{train,val}.json and the COCO 2017 images under
 # data/lvis_v1/ (train2017/, val2017/), as mmdet's LVIS configs; needs `pip install lvis`.
 # Rare classes are novel: OVLVISV1Dataset marks them in metainfo['novel_classes'] and
-# DetVocabularyHook passes that to the detector (excluded from the training softmax).
+# DatasetVocabularyHook passes that to the detector (excluded from the training softmax).
 _base_ = ['./ov_rcnn_vitb16_ov_coco.py']
 
 model = dict(

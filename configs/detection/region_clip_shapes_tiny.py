@@ -10,7 +10,7 @@ model = dict(
     clip=dict(model='shapes-tiny'),
     backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='clearclip'),
     text_encoder=dict(templates='imagenet80'),
-    vocabulary=None,                  # the dataset's classes (DetVocabularyHook)
+    vocabulary=None,                  # the dataset's classes (DatasetVocabularyHook)
     attributes={{_base_.shapes_attributes}},
     topk=1,
     clip_source='dense',     # 'crop' encodes box crops: far better for the tiny CLIP

@@ -13,7 +13,7 @@ model = dict(
     clip=dict(model='ViT-B-16', pretrained='openai'),
     backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='clearclip'),
     text_encoder=dict(templates='imagenet80'),
-    vocabulary=None,              # the dataset's classes (DetVocabularyHook)
+    vocabulary=None,              # the dataset's classes (DatasetVocabularyHook)
     attributes=ovad_file,         # the file's "attributes" list, grouped by type
     topk=1, invalid_boxes='drop')
 
@@ -39,7 +39,7 @@ test_cfg = dict(type='TestLoop')
 
 default_hooks = dict(timer=dict(type='IterTimerHook'),
                      logger=dict(type='LoggerHook', interval=50))
-custom_hooks = [dict(type='densekit.DetVocabularyHook')]
+custom_hooks = [dict(type='densekit.DatasetVocabularyHook')]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='nccl'))
 visualizer = dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],

@@ -41,7 +41,7 @@ class OpenVocabRCNN(OpenVocabMixin, TwoStageDetector):
             ``RegionTextRoIHead`` (its heads' ``embed_dim`` is filled in from the CLIP model).
         text_encoder: :class:`~densekit.clip.CLIPTextEncoder` kwargs (``templates``).
         vocabulary: class names; ``None`` takes them from the dataset
-            (``densekit.DetVocabularyHook``) or from ``dataset_meta``.
+            (``densekit.DatasetVocabularyHook``) or from ``dataset_meta``.
         base_classes: the classes trained on (ensemble weight ``alpha``); the others are novel.
         attributes: attribute vocabulary (see :class:`~densekit.heads.AttributeVocabulary`);
             needs ``roi_head.attribute_head``.

@@ -79,7 +79,7 @@ class OpenVocabMixin:
             return Vocabulary.parse(list(classes))
         raise ValueError('no vocabulary: pass vocabulary=[...] in the model config, call '
                          "set_vocabulary(), give texts= at call time, or add "
-                         "custom_hooks=[dict(type='densekit.DetVocabularyHook')]")
+                         "custom_hooks=[dict(type='densekit.DatasetVocabularyHook')]")
 
     def is_novel(self, vocab: Vocabulary) -> torch.Tensor:
         """``[K]`` bool: which classes of ``vocab`` are novel (see the module docstring)."""

@@ -11,7 +11,7 @@ Data flow (one image)::
                   ─► resize to ori_shape ─► pred_sem_seg [1,H,W], seg_logits [K,H,W]
 
 It subclasses :class:`OpenVocabSegmentor`, so the CLIP model, text encoder, vocabulary
-(``set_vocabulary``, the dataset's classes through ``VocabularyFromDatasetHook``), the dense
+(``set_vocabulary``, the dataset's classes through ``DatasetVocabularyHook``), the dense
 prediction for uncovered pixels (mmseg's slide / whole loops) and the data preprocessor are the
 same.
 """

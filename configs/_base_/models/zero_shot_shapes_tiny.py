@@ -5,7 +5,7 @@ model = dict(
     clip=dict(model='shapes-tiny'),
     backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla'),  # its best mode
     text_encoder=dict(templates='imagenet80'),
-    vocabulary=None,        # None: the dataset's classes (VocabularyFromDatasetHook)
+    vocabulary=None,        # None: the dataset's classes (DatasetVocabularyHook)
     logit_scale=40.0,
     prob_thd=0.0,
     test_cfg=dict(mode='slide', crop_size=(64, 64), stride=(32, 32)))

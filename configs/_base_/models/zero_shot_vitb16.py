@@ -6,7 +6,7 @@ model = dict(
     clip=dict(model='ViT-B-16', pretrained='openai'),
     backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='naclip'),
     text_encoder=dict(templates='imagenet80'),
-    vocabulary=None,        # None: the dataset's class names (VocabularyFromDatasetHook)
+    vocabulary=None,        # None: the dataset's class names (DatasetVocabularyHook)
     logit_scale=40.0,
     prob_thd=0.0)
 # No test_cfg here: every leaf sets its method's own (slide crop / stride, or whole image), and

@@ -70,17 +70,17 @@ class DatasetVocabularyHook(Hook):
 
     def _vocabulary(self, phase: str, dataset) -> Vocabulary:
         classes = list((getattr(dataset, 'metainfo', None) or {}).get('classes') or [])
-        if not classes:
-            raise ValueError(f'the {phase} dataset has no metainfo classes: the vocabulary '
-                             'cannot follow it; set model.vocabulary')
         given = self.given[phase]
         source = f'the {phase} vocabulary given to DatasetVocabularyHook'
         if given is None and self._configured is not None:
             given, source = self._configured, 'the model vocabulary (model.vocabulary)'
         if given is None:
+            if not classes:
+                raise ValueError(f'the {phase} dataset has no metainfo classes: the vocabulary '
+                                 'cannot follow it; set model.vocabulary')
             return Vocabulary.parse(classes)
         vocab = Vocabulary.parse(given)
-        if len(vocab) != len(classes):
+        if classes and len(vocab) != len(classes):
             raise ValueError(
                 f'{source} has {len(vocab)} classes but the {phase} dataset has '
                 f'{len(classes)} ({classes[:8]}{"..." if len(classes) > 8 else ""}); they must '

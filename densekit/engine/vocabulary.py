@@ -36,7 +36,7 @@ def _dataset_type(type_name: str, default_scope: Optional[str]):
     for scope in dict.fromkeys(s for s in scopes if s):
         try:
             registry = importlib.import_module(f'{scope}.registry').DATASETS
-        except ImportError:
+        except (ImportError, AttributeError):      # no such package, or no DATASETS registry
             continue
         cls = registry.get(type_name)
         if cls is not None:

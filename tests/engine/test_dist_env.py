@@ -62,3 +62,4 @@ def test_cpu_wrapper_holds_models_without_trainable_parameters():
     assert torch.equal(wrapped.test_step(torch.tensor([1.0, 2.0])), torch.tensor([1.0, 2.0]))
     from mmengine.model import is_model_wrapper
     assert is_model_wrapper(wrapped)
+

@@ -224,21 +224,28 @@ custom_hooks = [dict(type='densekit.DatasetVocabularyHook')]
 """
 
 
+def _run_python(args, cwd, env=None):
+    """``python ARGS`` in ``cwd`` with one thread; its stdout + stderr (asserting success)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ if env is None else env, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, *args], cwd=str(cwd), capture_output=True, text=True,
+                          timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
 def _in_user_folder(tmp_path, script: str, data: str):
     """Run ``script`` with python from an empty folder outside the repository (densekit is
     importable as installed, nothing of the repository is on the path)."""
-    import subprocess
-    import sys
+    import os
     folder = tmp_path / 'myproject'
     folder.mkdir()
     (folder / 'seg_config.py').write_text(_USER_CFG.format(data=data))
     (folder / 'run.py').write_text(script)
-    env = {k: v for k, v in __import__('os').environ.items() if k != 'PYTHONPATH'}
-    env['OMP_NUM_THREADS'] = '1'
-    proc = subprocess.run([sys.executable, 'run.py'], cwd=str(folder), env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout, folder
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    return _run_python(['run.py'], folder, env), folder
 
 
 @pytest.mark.slow
@@ -265,41 +272,23 @@ def test_user_project_outside_the_repo(tmp_path, shapes_seg):
 def test_mmseg_own_test_tool_with_a_saved_training_free_model(tmp_path, shapes_seg):
     """mmseg's packaged tools/test.py needs a checkpoint: save the built model once
     (docs/mm_projects.md) and evaluate it with mmseg's own tool."""
-    import subprocess
-    import sys
-
-    import mmseg
-    tool = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
-    script = (
+    script = (          # the snippet of docs/mm_projects.md
         "import torch\n"
         "from mmseg.apis import init_model\n"
+        "from densekit.engine import classes_from_config\n"
         "model = init_model('seg_config.py', device='cpu')\n"
-        "model._ensure_vocabulary()\n"
         "torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': "
-        "{'classes': model.vocabulary.names}}}, 'model.pth')\n")
+        "{'classes': classes_from_config(model.cfg)}}}, 'model.pth')\n")
     _, folder = _in_user_folder(tmp_path, script, shapes_seg)
-    proc = subprocess.run([sys.executable, tool, 'seg_config.py', 'model.pth', '--work-dir',
-                           'work_dirs/mmseg_test'], cwd=str(folder), capture_output=True,
-                          text=True, timeout=600, env={**__import__('os').environ,
-                                                       'OMP_NUM_THREADS': '1'})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'mIoU' in proc.stdout + proc.stderr
+    out = _run_python([_mm_tool('mmseg', 'test'), 'seg_config.py', 'model.pth', '--work-dir',
+                       'work_dirs/mmseg_test'], folder)
+    assert 'mIoU' in out
 
 
 def _mm_tool(package: str, tool: str) -> str:
     import importlib
     root = osp.dirname(importlib.import_module(package).__file__)
     return osp.join(root, '.mim', 'tools', f'{tool}.py')
-
-
-def _run_tool(args, cwd):
-    import os
-    import subprocess
-    import sys
-    proc = subprocess.run([sys.executable, *args], cwd=str(cwd), capture_output=True, text=True,
-                          timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -325,7 +314,7 @@ val_dataloader = val_evaluator = val_cfg = None
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=2, val_interval=100)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
 """)
-    _run_tool([_mm_tool('mmseg', 'train'), str(cfg), '--work-dir', 'w'], tmp_path)
+    _run_python([_mm_tool('mmseg', 'train'), str(cfg), '--work-dir', 'w'], tmp_path)
     assert (tmp_path / 'w' / 'iter_2.pth').is_file()
 
 
@@ -346,6 +335,6 @@ def test_mmdet_own_test_tool_with_a_saved_training_free_model(tmp_path):
             'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
     model = init_detector(config, cfg_options=dict(o.split('=', 1) for o in opts[:2]))
     torch.save({'state_dict': model.state_dict()}, str(tmp_path / 'model.pth'))
-    out = _run_tool([_mm_tool('mmdet', 'test'), config, 'model.pth', '--work-dir', 'w',
+    out = _run_python([_mm_tool('mmdet', 'test'), config, 'model.pth', '--work-dir', 'w',
                      '--cfg-options', *opts], tmp_path)
     assert 'coco/bbox_mAP' in out

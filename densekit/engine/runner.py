@@ -8,6 +8,7 @@ Exit codes: 0 done, 2 bad arguments or files (one line on stderr, nothing writte
 """
 import argparse
 import numbers
+import os
 import os.path as osp
 import sys
 from typing import Optional
@@ -79,14 +80,41 @@ def _test_config(args) -> Config:
         if not osp.isfile(args.checkpoint):
             raise UsageError(f'checkpoint not found: {args.checkpoint}')
         cfg.load_from = args.checkpoint
-    if args.out and isinstance(cfg.test_evaluator, dict):
-        cfg.test_evaluator = dict(cfg.test_evaluator, output_dir=args.out, keep_results=True)
+    if args.out:
+        cfg.test_evaluator = _with_output(cfg.test_evaluator, args.out)
     if args.show_dir:
         hooks = cfg.setdefault('default_hooks', {})
         if 'visualization' in hooks:
             hooks['visualization'].update(draw=True, interval=1)
             cfg.visualizer['save_dir'] = args.show_dir
     return cfg
+
+
+def _is_seg_metric(evaluator) -> bool:
+    if not isinstance(evaluator, dict) or 'type' not in evaluator:
+        return False
+    from mmseg.evaluation import IoUMetric
+    from mmseg.registry import METRICS
+    kind = evaluator['type']
+    cls = kind if isinstance(kind, type) else METRICS.get(kind)
+    return isinstance(cls, type) and issubclass(cls, IoUMetric)
+
+
+def _with_output(evaluator, out: str):
+    """The test evaluator that also writes predictions to ``out``: an mmseg IoU metric
+    writes label PNGs into the folder, any other evaluator gets mmengine's
+    ``DumpResults`` beside it (``out`` itself if it ends in ``.pkl``, else
+    ``out/results.pkl``). The folder is made here, on every rank: mmseg's metric makes
+    it only on rank 0, which another rank can outrun."""
+    if evaluator is None:
+        raise UsageError('--out needs a test_evaluator in the config')
+    if _is_seg_metric(evaluator):
+        os.makedirs(out, exist_ok=True)
+        return dict(evaluator, output_dir=out, keep_results=True)
+    path = out if out.endswith('.pkl') else osp.join(out, 'results.pkl')
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    metrics = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
+    return [*metrics, dict(type='mmengine.DumpResults', out_file_path=path)]
 
 
 def _train_config(args) -> Config:
@@ -118,7 +146,7 @@ def run_test_tool(argv=None) -> int:
     p = argparse.ArgumentParser(description='densekit / mmseg / mmdet test')
     _common_args(p)
     p.add_argument('--checkpoint', help='checkpoint to evaluate (omit for training-free models)')
-    p.add_argument('--out', help='dump predictions to this folder (mmseg: label PNGs)')
+    p.add_argument('--out', help='write predictions: mmseg label PNGs into this folder; other tasks a results.pkl (this path if it ends in .pkl, else inside it)')
     p.add_argument('--show-dir', help='save visualisations to this folder')
     runner, code = _runner(_test_config, p.parse_args(argv))
     if runner is None:

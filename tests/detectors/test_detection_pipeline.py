@@ -94,11 +94,17 @@ def test_shapes_detection_trains_then_reports_base_novel_ap_and_attributes(
 
 def test_training_free_box_classification_through_test_tool(shapes_root, tmp_path, capsys):
     opts = TINY + _data_options(shapes_root, ('test',))
-    assert run_test_tool([REGION, '--work-dir', str(tmp_path), '--cfg-options',
-                               *opts]) == 0
+    out = tmp_path / 'preds'          # a folder: mmdet results go to preds/results.pkl
+    assert run_test_tool([REGION, '--work-dir', str(tmp_path), '--out', str(out),
+                          '--cfg-options', *opts]) == 0
     metrics = _metrics(capsys.readouterr().out)
     # the given boxes are the ground truth, so every object gets a prediction on its box
     assert metrics['attr/matched'] == 1.0
+    from mmengine.fileio import load
+    dumped = load(str(out / 'results.pkl'))
+    images = load(osp.join(shapes_root, 'annotations', 'instances_val.json'))['images']
+    assert sorted(d['img_id'] for d in dumped) == sorted(im['id'] for im in images)
+    assert all(len(d['pred_instances']['bboxes']) > 0 for d in dumped)
     assert 0.0 <= metrics['coco/bbox_mAP_novel'] <= 1.0
     assert 0.0 <= metrics['attr/size_mAP'] <= 1.0
 

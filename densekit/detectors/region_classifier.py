@@ -103,7 +103,6 @@ class RegionCLIPClassifier(OpenVocabMixin, BaseDetector):
         pass   # nothing to initialise: the CLIP weights come from clip=dict(...)
 
     def extract_feat(self, batch_inputs: torch.Tensor) -> DenseFeatures:
-        out = self.backbone.forward_dense(batch_inputs)
         if self.clip_source == 'crop':   # the crops are encoded later; skip the dense pass
             return DenseFeatures((), images=batch_inputs, image_encoder=self.backbone.visual)
         out = self.backbone.forward_dense(batch_inputs)

@@ -236,3 +236,16 @@ def test_vaw_and_ovad_annotations_parse(tmp_path):
     assert [g.name for g in v.groups] == ['color', 'material']
     assert v.prompts == ['red object', 'blue object', 'wooden object']
     assert v.encode([1, 0, -1]).tolist() == [1, 0, -1]
+
+
+@pytest.mark.parametrize('source,passes', [('dense', 1), ('crop', 0)])
+def test_box_classifier_runs_the_dense_pass_only_when_it_reads_it(shapes_root, source, passes):
+    from densekit.detectors import classify_boxes, detector_config, init_detector
+    model = init_detector(detector_config(model='densekit-tiny-vit', templates='single'),
+                          cfg_options={'model.clip_source': source})
+    calls = []
+    dense = model.backbone.forward_dense
+    model.backbone.forward_dense = lambda x: calls.append(x.shape) or dense(x)
+    img = osp.join(shapes_root, 'images', 'val', '000001.png')
+    res = classify_boxes(model, img, [[4, 4, 40, 40]], vocabulary=['circle', 'star'])
+    assert len(res.pred_instances) == 1 and len(calls) == passes

@@ -89,11 +89,29 @@ def build_clip(model: str = 'shapes-tiny',
         if pretrained not in tags:
             raise ValueError(f'unknown pretrained tag {pretrained!r} for {model!r}; '
                              f'open_clip knows {tags}')
+    text_cfg = (open_clip.get_model_config(model) or {}).get('text_cfg', {})
+    if 'hf_model_name' in text_cfg and (checkpoint is not None
+                                        or text_cfg.get('hf_model_pretrained') is False):
+        # a Hugging Face text tower: no base-weight download when the file brings all weights
+        # (or the config asks for a random tower, as the tests' tiny multilingual CLIP)
+        open_clip_kwargs.setdefault('pretrained_text', False)
+    state = no_state = None
+    if checkpoint is not None:
+        state, no_state = _read_checkpoint(checkpoint, allow_pickle)
+        # Long-CLIP (248 positions) or any other text length: build the model to fit the file
+        ctx = _state_context_length(state)
+        cfg_ctx = text_cfg.get('context_length', 77)
+        if ctx is not None and ctx != cfg_ctx:
+            open_clip_kwargs.setdefault('force_context_length', ctx)
     with _quiet_random_init(checkpoint is not None):
         clip = open_clip.create_model(model, pretrained=pretrained, precision=precision,
                                       device=device, **open_clip_kwargs)
     if checkpoint is not None:
-        load_clip_checkpoint(clip, checkpoint, allow_pickle=allow_pickle)
+        load_state(clip, state, checkpoint)
+        if no_state:
+            from .clipn import attach_no_tower
+            attach_no_tower(clip, no_state, checkpoint)
+            clip.no_text.to(device)
     clip.densekit_name = f'{model}:{pretrained or checkpoint or "random"}'
     return clip.eval()
 
@@ -207,17 +225,43 @@ def _expand_sparse_rows(state: dict) -> dict:
     return state
 
 
+def _read_checkpoint(path: str, allow_pickle: bool = False):
+    """``path`` -> (CLIP state, CLIPN "no"-tower state or ``{}``), Long-CLIP's two positional
+    tables folded into one (:mod:`densekit.clip.longclip`, :mod:`densekit.clip.clipn`)."""
+    from .clipn import split_clipn_state
+    from .longclip import convert_longclip_state
+    state = convert_longclip_state(read_state_dict(path, allow_pickle=allow_pickle))
+    return split_clipn_state(state)
+
+
+def _state_context_length(state: dict):
+    pe = state.get('positional_embedding', state.get('text.positional_embedding'))
+    return int(pe.shape[0]) if isinstance(pe, torch.Tensor) and pe.dim() == 2 else None
+
+
 def load_clip_checkpoint(clip: torch.nn.Module, path: str, allow_pickle: bool = False):
-    """Load ``path`` into ``clip``; fail naming missing, unexpected and mis-shaped keys."""
-    state = read_state_dict(path, allow_pickle=allow_pickle)
-    own = clip.state_dict()
+    """Load ``path`` into ``clip``; fail naming missing, unexpected and mis-shaped keys.
+    Long-CLIP files load into a model with their context length; a CLIPN file's "no" tower is
+    attached as ``clip.no_text``."""
+    state, no_state = _read_checkpoint(path, allow_pickle)
+    load_state(clip, state, path)
+    if no_state:
+        from .clipn import attach_no_tower
+        attach_no_tower(clip, no_state, path)
+    return clip
+
+
+def load_state(clip: torch.nn.Module, state: dict, path: str):
+    """Load a read state dict (from ``path``, named in errors) into ``clip`` strictly."""
+    # a "no" tower attached earlier (CLIPN) is not part of the CLIP's own weights
+    own = {k: v for k, v in clip.state_dict().items() if not k.startswith('no_text.')}
     # TorchScript archives also store non-persistent buffers (e.g. the text causal mask).
     transient = {n for n, _ in clip.named_buffers()} - set(own)
     state = {k: v for k, v in state.items() if k not in transient}
     problem = describe_mismatch(own, state)
     if problem:
         raise ValueError(f'checkpoint {path} does not fit this CLIP model: {problem}')
-    clip.load_state_dict(state, strict=True)
+    clip.load_state_dict(state, strict=not hasattr(clip, 'no_text'))
     return clip
 
 

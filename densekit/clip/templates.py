@@ -1,6 +1,9 @@
 """Prompt templates. ``imagenet80`` is the 80-template ensemble of Radford et al. (CLIP, 2021),
 the set used by MaskCLIP / SCLIP / ClearCLIP / NACLIP for zero-shot segmentation; ``short7`` is
 the 7-template subset the CLIP authors selected; ``single`` is one plain prompt."""
+import json
+import os
+import os.path as osp
 
 IMAGENET80 = (
     'a bad photo of a {}.', 'a photo of many {}.', 'a sculpture of a {}.',
@@ -44,12 +47,27 @@ TEMPLATE_SETS = {
 }
 
 
+# Templates in other languages, one JSON list per language code (de, fr, es, zh, ja), for
+# multilingual text towers (densekit/clip/multilingual.py, docs/vocabularies.md).
+LANGUAGE_DIR = osp.join(osp.dirname(__file__), 'template_sets')
+
+
+def language_template_sets():
+    """The language codes that have shipped templates (``templates='de'``)."""
+    return sorted(osp.splitext(f)[0] for f in os.listdir(LANGUAGE_DIR) if f.endswith('.json'))
+
+
 def get_templates(templates):
-    """Resolve a template-set name or an explicit sequence of ``'...{}...'`` strings."""
+    """Resolve a template-set name, a language code with shipped templates (``'de'``, ``'zh'``)
+    or an explicit sequence of ``'...{}...'`` strings."""
     if isinstance(templates, str):
+        if templates in language_template_sets():
+            with open(osp.join(LANGUAGE_DIR, templates + '.json'), encoding='utf-8') as f:
+                return get_templates(json.load(f))
         if templates not in TEMPLATE_SETS:
             raise ValueError(f'unknown template set {templates!r}; expected one of '
-                             f'{sorted(TEMPLATE_SETS)} or a list of strings containing "{{}}"')
+                             f'{sorted(TEMPLATE_SETS)}, a language '
+                             f'{language_template_sets()} or a list of strings containing "{{}}"')
         return tuple(TEMPLATE_SETS[templates])
     templates = tuple(templates)
     if not templates or any('{}' not in t for t in templates):

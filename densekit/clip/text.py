@@ -180,6 +180,9 @@ class CLIPTextEncoder(nn.Module):
         if clip_model is None:
             clip_model = build_clip(**(clip or {}))
         self.tower = _TextTower(clip_model)
+        # CLIPN's "no" tower when the model has one (densekit.clip.clipn): no_embeddings()
+        from .clipn import has_no_tower
+        self.no_tower = clip_model.no_text if has_no_tower(clip_model) else None
         self.templates = get_templates(templates)
         self.model_name = getattr(clip_model, 'densekit_name', type(clip_model).__name__)
         self.tokenizer = self._make_tokenizer(clip_model)
@@ -191,22 +194,47 @@ class CLIPTextEncoder(nn.Module):
         self.cache_dir = cache_dir
         self.disk_cache_mb = float(disk_cache_mb)
         self._cache: 'OrderedDict[tuple, TextEmbeddings]' = OrderedDict()
-        self._digest_memo: Optional[tuple] = None
+        self._digest_memo: Optional[dict] = None
         self.num_text_passes = 0   # prompts batches actually encoded (cache misses), for tests
         self.num_disk_hits = 0
         if frozen:
             self.tower.requires_grad_(False)
+            if self.no_tower is not None:
+                self.no_tower.requires_grad_(False)
 
     @staticmethod
     def _make_tokenizer(clip_model):
+        """The model's tokenizer at its own context length (248 for Long-CLIP or a stretched
+        CLIP); a Hugging Face text tower's tokenizer from ``transformers`` (no fallback: CLIP's
+        BPE ids would be meaningless to it)."""
         import open_clip
+
+        from .longclip import context_length
+        from .multilingual import is_hf_text_model
+        ctx = context_length(clip_model)         # None for HF towers: the config's length
         arch = getattr(clip_model, 'densekit_name', '').split(':')[0]
+        if is_hf_text_model(clip_model):
+            from .multilingual import hf_tokenizer
+            return hf_tokenizer(clip_model, arch)
         if arch:
             try:
-                return open_clip.get_tokenizer(arch)
+                return open_clip.get_tokenizer(arch, context_length=ctx)
             except Exception:  # fall back to CLIP's BPE tokenizer
                 pass
-        return open_clip.SimpleTokenizer(context_length=getattr(clip_model, 'context_length', 77))
+        return open_clip.SimpleTokenizer(
+            context_length=ctx or getattr(clip_model, 'context_length', 77))
+
+    @property
+    def context_length(self) -> int:
+        """Tokens one prompt may have (start and end tokens included)."""
+        return int(self.tokenizer.context_length)
+
+    def tokenize(self, prompts: List[str]) -> torch.Tensor:
+        """``prompts`` -> token ids ``[N, context_length]``. A prompt longer than the context
+        is an error naming it (open_clip's tokenizers cut it silently)."""
+        tokens = self.tokenizer(list(prompts))
+        check_prompt_lengths(self.tokenizer, prompts, tokens)
+        return tokens
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -223,23 +251,26 @@ class CLIPTextEncoder(nn.Module):
         return next(self.tower.parameters()).device
 
     @torch.no_grad()
-    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _encode_tokens(self, tokens: torch.Tensor, tower: Optional[nn.Module] = None
+                       ) -> torch.Tensor:
         """``tokens [N, L]`` -> unit vectors ``[N, D]`` (float32, or the tower's float64), in the
         order given.
 
         Prompts run in order of length, ``batch_size`` at a time, each batch cut to the positions
-        it needs (:meth:`_TextTower.needed_length`)."""
+        it needs (:meth:`_TextTower.needed_length`). ``tower``: another text tower of the model
+        (CLIPN's "no" tower); the CLIP's by default."""
+        tower = self.tower if tower is None else tower
         device = self._device()
         n = tokens.shape[0]
         if n == 0:
             return torch.zeros(0, 0)
-        lengths = self.tower.lengths(tokens) if self.truncate else None
+        lengths = tower.lengths(tokens) if self.truncate else None
         order = torch.argsort(lengths, stable=True) if self.truncate else torch.arange(n)
         emb = None
         for i in range(0, n, self.batch_size):
             idx = order[i:i + self.batch_size]
             length = int(lengths[idx].max()) if self.truncate else None
-            e = _at_least_fp32(self.tower(tokens[idx].to(device), length))
+            e = _at_least_fp32(tower(tokens[idx].to(device), length))
             e = F.normalize(e, dim=-1)
             if emb is None:
                 emb = e.new_empty(n, e.shape[-1])
@@ -249,20 +280,21 @@ class CLIPTextEncoder(nn.Module):
 
     def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
         """Encode raw sentences -> unit vectors ``[N, D]``."""
-        return self._encode_tokens(self.tokenizer(list(prompts)))
+        return self._encode_tokens(self.tokenize(list(prompts)))
 
-    def encode_groups(self, groups: Sequence[Sequence[str]]) -> torch.Tensor:
+    def encode_groups(self, groups: Sequence[Sequence[str]],
+                      tower: Optional[nn.Module] = None) -> torch.Tensor:
         """One query per group of sentences: the mean of their unit embeddings, normalised
         (``[len(groups), D]``). Cached on disk when the disk cache is on."""
         sizes = [len(g) for g in groups]
         if any(s == 0 for s in sizes):
             raise ValueError(f'every query needs at least one sentence, got group sizes {sizes}')
-        tokens = self.tokenizer([p for g in groups for p in g])
-        path = self._disk_path(tokens, sizes)
+        tokens = self.tokenize([p for g in groups for p in g])
+        path = self._disk_path(tokens, sizes, tower)
         cached = self._disk_load(path) if path else None
         if cached is not None and cached.shape[0] == len(groups):
             return cached.to(self._device())
-        emb = self._encode_tokens(tokens)
+        emb = self._encode_tokens(tokens, tower)
         out = torch.stack([e.mean(0) for e in torch.split(emb, sizes)])
         out = F.normalize(out, dim=-1)
         if path:
@@ -274,13 +306,10 @@ class CLIPTextEncoder(nn.Module):
         templates = self.templates if templates is None else get_templates(templates)
         return self.encode_groups([[t.format(n) for t in templates] for n in names])
 
-    def forward(self, vocabulary, templates=None) -> TextEmbeddings:
-        vocab = Vocabulary.parse(vocabulary)
-        templates = self.templates if templates is None else get_templates(templates)
-        key = (self._weights_key(), vocab.key, templates)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+    @staticmethod
+    def queries(vocab: Vocabulary, templates) -> tuple:
+        """``(groups, query_class)``: the sentences of each query (a synonym under every
+        template; a class's descriptions as is) and the class of each query."""
         groups, query_class = [], []
         for ci, syn in enumerate(vocab.synonyms):
             groups += [[t.format(n) for t in templates] for n in syn]
@@ -289,11 +318,39 @@ class CLIPTextEncoder(nn.Module):
             if vocab.descriptions.get(name):
                 groups.append(list(vocab.descriptions[name]))   # encoded as is, no template
                 query_class.append(ci)
-        result = TextEmbeddings(self.encode_groups(groups), torch.tensor(query_class), vocab)
-        self._cache[key] = result
+        return groups, query_class
+
+    def _remember(self, key, value):
+        self._cache[key] = value
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return result
+        return value
+
+    def forward(self, vocabulary, templates=None) -> TextEmbeddings:
+        vocab = Vocabulary.parse(vocabulary)
+        templates = self.templates if templates is None else get_templates(templates)
+        key = (self._weights_key(), vocab.key, templates)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        groups, query_class = self.queries(vocab, templates)
+        return self._remember(key, TextEmbeddings(self.encode_groups(groups),
+                                                  torch.tensor(query_class), vocab))
+
+    def no_embeddings(self, vocabulary, templates=None) -> torch.Tensor:
+        """CLIPN's "no" embeddings ``[Q, D]`` of the same queries as :meth:`forward` (the same
+        prompts through the "no" tower, as CLIPN's ``merge_yes_no_feature``)."""
+        if self.no_tower is None:
+            raise ValueError('this CLIP has no CLIPN "no" text tower: build it from a CLIPN '
+                             'checkpoint or attach one with densekit.clip.clipn.load_no_tower')
+        vocab = Vocabulary.parse(vocabulary)
+        templates = self.templates if templates is None else get_templates(templates)
+        key = ('no', self._weights_key(), vocab.key, templates)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        groups, _ = self.queries(vocab, templates)
+        return self._remember(key, self.encode_groups(groups, self.no_tower))
 
     # ------------------------------------------------------------ disk cache
     def disk_cache_on(self) -> bool:
@@ -302,23 +359,28 @@ class CLIPTextEncoder(nn.Module):
         # it saves, and its entries would never be read again
         return on and not any(p.requires_grad for p in self.tower.parameters())
 
-    def weights_digest(self) -> str:
+    def weights_digest(self, tower: Optional[nn.Module] = None) -> str:
         """SHA-256 of the text tower's architecture (``repr``) and state dict, computed once per
         set of weights (recomputed only when a parameter is replaced or changed in place)."""
-        tensors = list(self.tower.state_dict(keep_vars=True).items())
+        tower = self.tower if tower is None else tower
+        tensors = list(tower.state_dict(keep_vars=True).items())
         stamp = tuple((k, t.data_ptr(), t._version, t.dtype) for k, t in tensors)
-        if self._digest_memo is not None and self._digest_memo[0] == stamp:
-            return self._digest_memo[1]
-        digest = hash_state_dict(self.tower)
-        self._digest_memo = (stamp, digest)
+        memo = self._digest_memo if self._digest_memo is not None else {}
+        if memo.get(id(tower), (None,))[0] == stamp:
+            return memo[id(tower)][1]
+        digest = hash_state_dict(tower)
+        self._digest_memo = {**memo, id(tower): (stamp, digest)}
         return digest
 
-    def _disk_path(self, tokens: torch.Tensor, sizes: List[int]) -> Optional[str]:
+    def _disk_path(self, tokens: torch.Tensor, sizes: List[int],
+                   tower: Optional[nn.Module] = None) -> Optional[str]:
         if not self.disk_cache_on():
             return None
         h = hashlib.sha256(_DISK_FORMAT)
-        h.update(self.weights_digest().encode())
-        h.update(f'truncate={self.truncate};tokens={tuple(tokens.shape)};'.encode())
+        h.update(self.weights_digest(tower).encode())
+        # the token shape holds the context length (77, Long-CLIP's 248, ...), named for clarity
+        h.update(f'truncate={self.truncate};tokens={tuple(tokens.shape)};'
+                 f'context={tokens.shape[-1]};'.encode())
         if torch.is_autocast_enabled('cpu'):
             h.update(f'autocast={torch.get_autocast_dtype("cpu")};'.encode())
         h.update(tokens.to(torch.int64).contiguous().numpy().tobytes())
@@ -347,6 +409,39 @@ class CLIPTextEncoder(nn.Module):
             evict_lru(osp.dirname(path), self.disk_cache_mb * 2 ** 20, keep=path)
         except OSError as e:                    # read-only home, full disk: run without it
             logger.warning('text embeddings not cached on disk (%s)', e)
+
+
+def _token_count(tokenizer, text: str) -> Optional[int]:
+    """Tokens ``text`` has before any cut (start and end included), or None if unknown."""
+    import open_clip
+    if isinstance(tokenizer, open_clip.SimpleTokenizer):
+        return len(tokenizer.encode(text)) + 2
+    hf = getattr(tokenizer, 'tokenizer', None)
+    if hf is not None and callable(hf):                  # open_clip's HFTokenizer
+        clean = getattr(tokenizer, 'clean_fn', lambda t: t)
+        return len(hf(clean(text))['input_ids'])
+    return None
+
+
+def check_prompt_lengths(tokenizer, prompts: Sequence[str], tokens: torch.Tensor):
+    """Raise ``ValueError`` naming the first prompt longer than the context of ``tokens
+    [N, L]``. Only rows that fill the last position can have been cut (a shorter prompt is
+    padded there), so only those are counted exactly."""
+    if tokens.numel() == 0:
+        return
+    hf = getattr(tokenizer, 'tokenizer', None)
+    pad = getattr(hf, 'pad_token_id', None) or 0
+    length = tokens.shape[-1]
+    for i in torch.nonzero(tokens[:, -1] != pad).flatten().tolist():
+        n = _token_count(tokenizer, prompts[i])
+        if n is not None and n > length:
+            text = prompts[i] if len(prompts[i]) <= 80 else prompts[i][:77] + '...'
+            raise ValueError(
+                f'the text {text!r} is {n} tokens long, but this model reads {length} tokens '
+                '(CLIP: 77, the first ~20 carrying most of its alignment); shorten it, or use '
+                "a long-text model: a Long-CLIP checkpoint (build_clip('LongCLIP-B-16', "
+                "checkpoint=...)) or densekit.clip.stretch_positional_embedding "
+                '(docs/vocabularies.md)')
 
 
 def hash_state_dict(module: nn.Module) -> str:

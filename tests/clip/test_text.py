@@ -81,7 +81,7 @@ def test_unknown_templates(tiny_clip):
 
 PROMPTS = ['a', 'a photo of a cat.', 'itap of my dog',
            'a black and white photo of the large weird origami hexagon in a video game.',
-           'x ' * 40]     # longer than the tiny model's 32-token context: cut by the tokenizer
+           'x ' * 30]     # 30 tokens + start / end: exactly the tiny model's 32-token context
 
 
 def test_truncated_batches_equal_full_length(tiny_clip64):
@@ -102,7 +102,7 @@ def test_truncated_batches_equal_full_length(tiny_clip64):
     assert a.dtype == b.dtype == torch.float64
     assert (a - b).abs().max() <= F64_ATOL
     # sorted by length, each batch cut to its longest: ['a', 'itap of my dog'] (7 tokens with
-    # start / end), ['a photo of a cat.', the 19-token prompt], [the one cut at 32 tokens]
+    # start / end), ['a photo of a cat.', the 19-token prompt], [the 32-token one]
     assert lengths == [7, 19, 32]
     ref = F.normalize(tiny_clip64.encode_text(short.tokenizer(PROMPTS)), dim=-1)
     assert (b - ref).abs().max() <= F64_ATOL             # open_clip's own full-length call

@@ -14,6 +14,15 @@ tokens (:meth:`TinyClipTrainer.subset_embedding`).
 The contrastive targets come from labels, not from sentence identity: a sentence is a positive
 of every view it correctly describes (:func:`positives`).
 
+Optionally (``region_views > 0``, the recipe of the second shipped version) each step also
+sees **region views** with **region-text supervision**, as in RegionCLIP (Zhong et al., CVPR
+2022) and region-text pretraining such as CLIM / FineCLIP: 64 px windows of scenes resized as the
+sliding-window segmentors resize them (:func:`make_window`); the projected patch tokens are
+averaged over each class region of the window (the generator's label map, as fractions per
+patch) and that pooled embedding is classified against the texts of the 13 class names
+(``region_weight``); ``patch_weight`` does the same for every patch that is mostly one class.
+With these terms the tower has seen region-text pairs, not only image-caption pairs.
+
 Why the patch tokens localise: the shipped architecture (``densekit-shapes-tiny``) pools its image
 tower by averaging the patch tokens (open_clip ``pool_type='avg'``), so the image embedding is
 the mean of the patch embeddings and each patch is trained, in the joint space, towards the text
@@ -131,6 +140,54 @@ def make_view(rng: np.random.Generator, sample: dict, size: int,
                       interpolation=cv2.INTER_AREA), text, frozenset(facts), frozenset(claims)
 
 
+def make_window(rng: np.random.Generator, sample: dict, size: int, grid: int,
+                 short_side=(168, 280), num_classes: int = len(shapes.CLASSES)):
+    """A region view: a ``size`` px window of the scene resized to a random short side in
+    ``short_side`` (the sliding-window segmentors resize Shapes images to a 224 px short side and
+    slide 64 px windows), and its label fractions per patch.
+
+    Returns ``(image uint8 [size, size, 3], frac float32 [num_classes, grid, grid])`` where
+    ``frac[c, i, j]`` is the share of patch ``(i, j)`` covered by class ``c`` (the columns of a
+    patch sum to 1)."""
+    img, lab = sample['image'], sample['label_map']
+    h, w = lab.shape
+    scale = rng.uniform(*short_side) / min(h, w)
+    side = min(size / scale, h, w)                         # window side in source pixels
+    x0 = rng.uniform(0, w - side)
+    y0 = rng.uniform(0, h - side)
+    xa, ya = int(round(x0)), int(round(y0))
+    s = int(round(side))
+    s = max(1, min(s, h - ya, w - xa))
+    crop = img[ya:ya + s, xa:xa + s]
+    lab_crop = lab[ya:ya + s, xa:xa + s]
+    if rng.random() < 0.5:
+        crop, lab_crop = crop[:, ::-1], lab_crop[:, ::-1]
+    crop = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_AREA)
+    # label shares per patch: one-hot at source resolution, area-averaged onto the patch grid
+    rows = np.minimum((np.arange(s) * grid) // s, grid - 1)
+    frac = np.zeros((num_classes, grid, grid), np.float32)
+    # sum the one-hot over the source pixels of each patch (bincount over patch index)
+    pid = (rows[:, None] * grid + rows[None, :]).ravel()
+    counts = np.bincount(pid, minlength=grid * grid).astype(np.float32)
+    for c in np.unique(lab_crop):
+        frac[c] = (np.bincount(pid, weights=(lab_crop == c).ravel().astype(np.float64),
+                               minlength=grid * grid)
+                   / np.maximum(counts, 1)).reshape(grid, grid)
+    return crop, frac
+
+
+def region_targets(frac: torch.Tensor, min_area: float = 1.0):
+    """Class regions of region views: ``frac [B, C, g, g]`` -> ``(view [R], cls [R],
+    weights [R, g*g])``, one row per (view, class) covering at least ``min_area`` patches;
+    ``weights`` are the class shares per patch, normalised to sum to 1."""
+    b, c = frac.shape[:2]
+    flat = frac.reshape(b, c, -1)
+    area = flat.sum(-1)                                        # [B, C] in patches
+    view, cls = torch.nonzero(area >= min_area, as_tuple=True)
+    w = flat[view, cls]
+    return view, cls, w / w.sum(-1, keepdim=True)
+
+
 def drop_position_embedding(model) -> None:
     """Zero and freeze the image tower's position embeddings (before the optimizer is built).
 
@@ -186,8 +243,14 @@ class TinyClipTrainer:
                  lr: float = 1e-3, weight_decay: float = 0.1, total_steps: int = 1500,
                  warmup: int = 100, seed: int = 0, image_size: int = 64,
                  finetune_steps: int = 0, finetune_lr: float = 3e-4, finetune_keep: float = 0.25,
-                 object_context=(1.15, 1.7), object_offset: float = 0.0):
+                 object_context=(1.15, 1.7), object_offset: float = 0.0,
+                 region_views: int = 0, region_weight: float = 1.0, patch_weight: float = 0.0,
+                 region_min_area: float = 1.0, window_short_side=(168, 280)):
         self.model, self.tokenizer, self.pool = model, tokenizer, pool
+        self.region_views, self.region_weight, self.patch_weight = \
+            region_views, region_weight, patch_weight
+        self.region_min_area, self.window_short_side = region_min_area, tuple(window_short_side)
+        self.last_losses: Dict[str, float] = {}
         self.batch_size, self.base_lr, self.total, self.warmup = batch_size, lr, total_steps, warmup
         self.image_size = image_size
         self.object_context, self.object_offset = tuple(object_context), object_offset
@@ -221,13 +284,17 @@ class TinyClipTrainer:
               if finetune else lr_at(self.step_idx, self.total, self.base_lr, self.warmup))
         for g in self.opt.param_groups:
             g['lr'] = lr
-        if finetune:
-            gen = torch.Generator().manual_seed(self.seed * 100003 + self.step_idx)
-            img = self.subset_embedding(images, self.finetune_keep, gen)
+        if self.region_views:
+            loss = self._region_step(images, tokens, pos, finetune)
         else:
-            img = self.model.encode_image(images)
-        txt = self.model.encode_text(tokens)
-        loss = soft_clip_loss(img, txt, self.model.logit_scale.exp(), pos)
+            if finetune:
+                gen = torch.Generator().manual_seed(self.seed * 100003 + self.step_idx)
+                img = self.subset_embedding(images, self.finetune_keep, gen)
+            else:
+                img = self.model.encode_image(images)
+            txt = self.model.encode_text(tokens)
+            loss = soft_clip_loss(img, txt, self.model.logit_scale.exp(), pos)
+            self.last_losses = dict(loss_view=float(loss.detach()))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -236,6 +303,53 @@ class TinyClipTrainer:
             self.model.logit_scale.clamp_(0, math.log(100))
         self.step_idx += 1
         return float(loss.detach())
+
+    def region_batch(self):
+        """``region_views`` windows of random scenes (:func:`make_window`), their class texts
+        (one random template per class) and the class shares per patch."""
+        rng = np.random.default_rng([self.seed, self.step_idx, 1])
+        v = self.model.visual
+        grid = v.grid_size[0]
+        wins = [make_window(rng, self.pool[rng.integers(len(self.pool))], self.image_size, grid,
+                            self.window_short_side) for _ in range(self.region_views)]
+        images, frac = zip(*wins)
+        texts = [_template(rng).format(c) for c in shapes.CLASSES]
+        return to_tensor(images), texts, torch.from_numpy(np.stack(frac))
+
+    def _region_step(self, images, tokens, pos, finetune: bool):
+        """View-level soft InfoNCE plus the region-text terms, in one pass of the image tower."""
+        m, v = self.model, self.model.visual
+        win, cls_texts, frac = self.region_batch()
+        cls_tokens = self.tokenizer(cls_texts)
+        self.seen_tokens[cls_tokens.flatten()] = True
+        nv = len(images)
+        pooled, patches = v._pool(v.transformer(v._embeds(torch.cat([images, win.to(images)]))))
+        if finetune:
+            gen = torch.Generator().manual_seed(self.seed * 100003 + self.step_idx)
+            b, p, c = patches[:nv].shape
+            k = max(1, int(round(self.finetune_keep * p)))
+            idx = torch.rand(b, p, generator=gen).argsort(1)[:, :k]
+            img = torch.gather(patches[:nv], 1, idx[..., None].expand(-1, -1, c)).mean(1) @ v.proj
+        else:
+            img = pooled[:nv] @ v.proj
+        txt = m.encode_text(torch.cat([tokens, cls_tokens]))
+        scale = m.logit_scale.exp()
+        loss_view = soft_clip_loss(img, txt[:nv], scale, pos)
+        dense = F.normalize(patches[nv:] @ v.proj, dim=-1)          # [W, P, D]
+        cls_emb = F.normalize(txt[nv:], dim=-1)                     # [C, D]
+        view, cls, w = region_targets(frac, self.region_min_area)
+        region = F.normalize(torch.einsum('rp,rpd->rd', w.to(dense), dense[view]), dim=-1)
+        loss_region = F.cross_entropy(scale * region @ cls_emb.t(), cls)
+        loss = loss_view + self.region_weight * loss_region
+        self.last_losses = dict(loss_view=float(loss_view.detach()),
+                                loss_region=float(loss_region.detach()))
+        if self.patch_weight:
+            share, label = frac.flatten(2).max(1)                   # [W, P]
+            keep = share >= 0.6
+            loss_patch = F.cross_entropy(scale * dense[keep] @ cls_emb.t(), label[keep])
+            loss = loss + self.patch_weight * loss_patch
+            self.last_losses['loss_patch'] = float(loss_patch.detach())
+        return loss
 
     @property
     def num_steps(self) -> int:

@@ -265,3 +265,142 @@ def test_no_pos_embed_trains_a_translation_equivariant_tower(tmp_path):
     g = v.grid_size
     a, b = a.reshape(1, *g, -1), b.reshape(1, *g, -1)
     assert torch.allclose(torch.roll(a, shifts=1, dims=2), b, rtol=0, atol=F64_ATOL)
+
+
+def _two_class_scene(h=64, w=64):
+    """A scene whose left half is sky and right half a star, the image black / white."""
+    from densekit.datasets.shapes import CLASSES
+    lab = np.full((h, w), CLASSES.index('sky'), np.uint8)
+    lab[:, w // 2:] = CLASSES.index('star')
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, w // 2:] = 255
+    return dict(image=img, label_map=lab, captions=['a star'], stuff=['sky'],
+                objects=[dict(bbox=[w // 2, 0, w - w // 2, h], category='star',
+                              attributes=dict(colour='red', pattern='solid', size='large'))])
+
+
+def test_region_window_shares_follow_the_label_map():
+    from densekit.clip.tiny_training import make_window
+    from densekit.datasets.shapes import CLASSES
+    sky, star = CLASSES.index('sky'), CLASSES.index('star')
+    sample = _two_class_scene()
+    flips = set()
+    for seed in range(8):
+        # short side 64 on a 64 px scene: the window is the whole scene, 8x8 patches of 8 px
+        img, frac = make_window(np.random.default_rng(seed), sample, 64, 8, (64, 64))
+        assert img.shape == (64, 64, 3) and frac.shape == (len(CLASSES), 8, 8)
+        assert np.allclose(frac.sum(0), 1.0, rtol=0, atol=1e-6)  # float64 sums of 64 ones
+        assert set(np.nonzero(frac.sum((1, 2)))[0]) == {sky, star}
+        # each half is one class, on the same side as its pixels (flips included)
+        white = img[::8, ::8, 0] > 127                     # the star's side of the image
+        assert np.array_equal(frac[star] == 1, white) and np.array_equal(frac[sky] == 1, ~white)
+        flips.add(bool(white[0, 0]))
+    assert flips == {True, False}
+    # a smaller short side shows the whole scene; a larger one a window, shares still sum to 1
+    _, frac = make_window(np.random.default_rng(0), _two_class_scene(96, 160), 64, 8, (200, 200))
+    assert np.allclose(frac.sum(0), 1.0, rtol=0, atol=1e-6)
+
+
+def test_region_targets_pool_each_class_of_each_view():
+    from densekit.clip.tiny_training import region_targets
+    frac = torch.zeros(2, 3, 2, 2)
+    frac[0, 0] = 1.0                                   # view 0: all class 0
+    frac[1, 1, 0] = 1.0                                # view 1: top row class 1 (2 patches)
+    frac[1, 2, 1] = torch.tensor([0.8, 0.9])           # bottom row mostly class 2 (1.7 patches)
+    frac[1, 0, 1] = torch.tensor([0.2, 0.1])           # and a sliver of class 0 (0.3 patches)
+    view, cls, w = region_targets(frac, min_area=1.0)
+    assert list(zip(view.tolist(), cls.tolist())) == [(0, 0), (1, 1), (1, 2)]
+    assert torch.allclose(w.sum(1), torch.ones(3))
+    assert torch.allclose(w[2], torch.tensor([0, 0, 0.8, 0.9]) / 1.7)
+
+
+def test_region_text_training_lowers_region_loss_and_resumes(tmp_path):
+    import open_clip
+
+    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
+    torch.manual_seed(0)
+    arch = 'densekit-shapes-tiny'                      # mean-pooled, 8x8 patch grid
+    model = build_clip(arch)
+    tok = open_clip.get_tokenizer(arch)
+    pool = generate_pool(6, seed=1, min_size=96, max_size=128)
+    kw = dict(batch_size=8, lr=2e-3, total_steps=30, warmup=2, seed=3, region_views=8,
+              patch_weight=1.0)
+    trainer = TinyClipTrainer(model, tok, pool, **kw)
+    first = []
+    for _ in range(3):
+        trainer.step()
+        first.append(trainer.last_losses)
+    assert set(first[0]) == {'loss_view', 'loss_region', 'loss_patch'}
+    for _ in range(22):
+        trainer.step()
+    last = trainer.last_losses
+    # random init: the region / patch losses start near log(13 classes) and must fall
+    assert np.mean([f['loss_region'] for f in first]) > last['loss_region'] + 0.3
+    assert np.mean([f['loss_patch'] for f in first]) > last['loss_patch'] + 0.3
+    torch.save(trainer.state_dict(), tmp_path / 'last.pth')
+    a = trainer.step()
+    t2 = TinyClipTrainer(build_clip(arch), tok, pool, **kw)
+    t2.load_state_dict(torch.load(tmp_path / 'last.pth', weights_only=True))
+    assert t2.step() == pytest.approx(a, rel=1e-4)
+
+
+def test_region_views_leave_the_view_loss_of_the_first_recipe_unchanged():
+    """With region views the image tower runs once on views + windows; the views' embeddings
+    must be exactly those of the first recipe's ``encode_image`` (same batch, same weights)."""
+    import open_clip
+
+    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool, soft_clip_loss
+    torch.manual_seed(0)
+    arch = 'densekit-shapes-tiny'
+    model = build_clip(arch).double()
+    tok = open_clip.get_tokenizer(arch)
+    pool = generate_pool(4, seed=2, min_size=96, max_size=112)
+    trainer = TinyClipTrainer(model, tok, pool, batch_size=6, total_steps=4, warmup=1,
+                              region_views=4, region_weight=0.0)
+    images, texts, pos = trainer.batch()
+    tokens = tok(texts)
+    model.eval()
+    with torch.no_grad():
+        ref = soft_clip_loss(model.encode_image(images.double()), model.encode_text(tokens),
+                             model.logit_scale.exp(), pos)
+        got = trainer._region_step(images.double(), tokens, pos, finetune=False)
+    # region_weight 0: only the view loss; float64 throughout (tests/numerics.py)
+    assert torch.allclose(got, ref, rtol=0, atol=F64_ATOL)
+
+
+def test_trainer_cli_region_views(tmp_path):
+    import json
+    tool = _tool()
+    out, wd = tmp_path / 'w.safetensors', tmp_path / 'wd'
+    assert tool.main(['--arch', 'densekit-tiny-vit', '--out', str(out), '--work-dir', str(wd),
+                      '--batch-size', '6', '--pool-size', '4', '--steps', '2',
+                      '--finetune-steps', '1', '--threads', '1', '--no-progress',
+                      '--region-views', '4', '--patch-weight', '0.5']) == 0
+    rows = [json.loads(ln) for ln in (wd / 'log.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in rows] == [1, 2, 3]
+    assert all({'loss_view', 'loss_region', 'loss_patch'} <= set(r) for r in rows)
+    assert all(np.isfinite(r['loss']) for r in rows)
+    model = build_clip('densekit-tiny-vit', checkpoint=str(out))
+    assert model.visual.grid_size == (4, 4)
+    assert tool.main(['--out', str(tmp_path / 'x.safetensors'), '--work-dir',
+                      str(tmp_path / 'wd2'), '--region-views', '-1']) == 2
+
+
+def test_trainer_cli_init_continues_from_given_weights(tmp_path):
+    """--init starts from a checkpoint: zero training steps' worth of change is impossible to
+    test, so train 1 step at lr 0 (warm-up scales it to 0 too) and compare with the start."""
+    tool = _tool()
+    start = tmp_path / 'start.safetensors'
+    save_clip_checkpoint(build_clip('densekit-tiny-vit'), str(start), dtype=torch.float16,
+                         keep_token_rows=torch.arange(0, 49408, 7))
+    out = tmp_path / 'w.safetensors'
+    assert tool.main(['--arch', 'densekit-tiny-vit', '--init', str(start), '--out', str(out),
+                      '--work-dir', str(tmp_path / 'wd'), '--batch-size', '4', '--pool-size',
+                      '3', '--steps', '1', '--finetune-steps', '0', '--lr', '0', '--threads',
+                      '1', '--no-progress']) == 0
+    a = read_state_dict(str(start))
+    b = read_state_dict(str(out))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k        # lr 0: the weights are the initial ones
+    assert tool.main(['--init', str(tmp_path / 'missing.safetensors'), '--out',
+                      str(tmp_path / 'x.safetensors'), '--work-dir', str(tmp_path / 'wd3')]) == 2

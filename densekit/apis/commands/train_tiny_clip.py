@@ -37,6 +37,19 @@ def parse_args(argv=None):
                    help='object views: max shift of the crop centre, share of its side')
     p.add_argument('--no-pos-embed', action='store_true',
                    help='image tower without position embeddings (zeroed and frozen)')
+    p.add_argument('--region-views', type=int, default=0,
+                   help='region views per step: 64 px scene windows whose class regions (pooled '
+                        'patch tokens) are classified against the class texts (0: the first '
+                        'recipe, image-text pairs only)')
+    p.add_argument('--region-weight', type=float, default=1.0,
+                   help='weight of the region-text loss (with --region-views)')
+    p.add_argument('--patch-weight', type=float, default=0.0,
+                   help='weight of the patch-text loss on patches >= 60 %% one class '
+                        '(with --region-views)')
+    p.add_argument('--init', default=None, metavar='CHECKPOINT',
+                   help='start from these weights of --arch (e.g. the first recipe\'s) instead of '
+                        'a random initialisation; their trained token rows are kept')
+    p.add_argument('--warmup', type=int, default=100, help='warm-up steps of the first phase')
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--pool-size', type=int, default=3000, help='scenes rendered for training')
@@ -56,6 +69,9 @@ def main(argv=None) -> int:
     from densekit.clip import build_clip, save_clip_checkpoint
     from densekit.clip.tiny_training import TinyClipTrainer, drop_position_embedding, generate_pool
     last = osp.join(args.work_dir, 'last.pth')
+    if args.region_views < 0:
+        print('error: --region-views must be >= 0', file=sys.stderr)
+        return 2
     if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1 or args.finetune_steps < 0:
         print('error: --steps and --pool-size must be >= 1, --batch-size >= 2 and '
               '--finetune-steps >= 0', file=sys.stderr)
@@ -83,17 +99,24 @@ def main(argv=None) -> int:
     os.makedirs(args.work_dir, exist_ok=True)
 
     import open_clip
-    model = build_clip(args.arch)
+    if args.init is not None and not osp.isfile(args.init):
+        print(f'error: --init {args.init} does not exist', file=sys.stderr)
+        return 2
+    model = build_clip(args.arch, checkpoint=args.init)
     if args.no_pos_embed:
         drop_position_embedding(model)
     tokenizer = open_clip.get_tokenizer(args.arch)
     pool = generate_pool(args.pool_size, args.seed, progress=not args.no_progress)
     trainer = TinyClipTrainer(model, tokenizer, pool, batch_size=args.batch_size, lr=args.lr,
-                              total_steps=args.steps, seed=args.seed,
+                              total_steps=args.steps, seed=args.seed, warmup=args.warmup,
                               finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr,
                               finetune_keep=args.finetune_keep,
                               object_context=args.object_context,
-                              object_offset=args.object_offset)
+                              object_offset=args.object_offset,
+                              region_views=args.region_views, region_weight=args.region_weight,
+                              patch_weight=args.patch_weight)
+    if args.init is not None:   # rows stored by the initial weights count as trained
+        trainer.seen_tokens |= model.token_embedding.weight.detach().abs().sum(1) > 0
     if args.resume:
         trainer.load_state_dict(torch.load(last, map_location='cpu', weights_only=True))
         print(f'resumed at step {trainer.step_idx}')
@@ -112,7 +135,9 @@ def main(argv=None) -> int:
         ema = loss if ema is None else 0.95 * ema + 0.05 * loss
         bar.update(1)
         bar.set_postfix(loss=f'{ema:.3f}', scale=f'{model.logit_scale.exp().item():.1f}')
-        log.write(json.dumps(dict(step=trainer.step_idx, loss=round(loss, 5))) + '\n')
+        log.write(json.dumps(dict(step=trainer.step_idx, loss=round(loss, 5),
+                                  **{k: round(v, 5) for k, v in trainer.last_losses.items()
+                                     if len(trainer.last_losses) > 1})) + '\n')
         if trainer.step_idx % args.save_every == 0 or trainer.step_idx == trainer.num_steps:
             save()
             log.flush()

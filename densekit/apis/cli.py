@@ -76,7 +76,9 @@ def add_model_args(parser: argparse.ArgumentParser):
                                     'except --mode)')
     add_clip_args(g)
     add_mode_arg(g, ' (default: vanilla for the embedded shapes-tiny, naclip otherwise)')
-    g.add_argument('--templates', default='imagenet80', help='imagenet80, short7, single')
+    g.add_argument('--templates', default='imagenet80',
+                   help='imagenet80, short7, single, or a language with shipped templates '
+                        '(de, fr, es, zh, ja) for multilingual CLIPs')
     g.add_argument('--short-side', type=int, help='resize the short side to this (px)')
     g.add_argument('--whole', action='store_true', help='whole-image instead of slide inference')
     g.add_argument('--crop', type=int, help='slide window size (px)')
@@ -85,6 +87,9 @@ def add_model_args(parser: argparse.ArgumentParser):
                    help='pixels with a lower best probability become unknown (or --bg-index)')
     g.add_argument('--bg-index', type=int, default=None,
                    help='label of low-confidence pixels (default: unknown)')
+    g.add_argument('--clipn-rule', choices=['atd', 'ctw', 'off'], default='atd',
+                   help='with a CLIPN checkpoint (a "no" text tower): how a pixel or mask is '
+                        'judged none of the classes and marked unknown (docs/vocabularies.md)')
     g.add_argument('--refine', action=argparse.BooleanOptionalAction, default=None,
                    help='PAMR refinement of the dense map (default: on for dense-regions '
                         'proposals, off otherwise)')
@@ -142,15 +147,23 @@ def _build_from_args(args, vocabulary):
         model.set_vocabulary(vocabulary)
         if args.mode is not None:
             model.backbone.set_dense_mode(args.mode)
+        if hasattr(model, 'set_clipn_rule'):
+            model.set_clipn_rule(_clipn_rule(args))
         return model
     return init_segmentor(
         model=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
         dense_mode=args.mode, templates=args.templates, vocabulary=vocabulary,
         short_side=args.short_side, slide=not args.whole, crop=args.crop, stride=args.stride,
         prob_thd=args.prob_thd, bg_index=args.bg_index, refine=args.refine, device=args.device,
+        clipn_rule=_clipn_rule(args),
         proposals=None if args.proposals == 'none' else args.proposals,
         background=None if args.background is None else
         [n.strip() for n in args.background.split(',') if n.strip()])
+
+
+def _clipn_rule(args) -> Optional[str]:
+    rule = getattr(args, 'clipn_rule', 'atd')
+    return None if rule == 'off' else rule
 
 
 def expand_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:

@@ -62,6 +62,7 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
                      bg_index: Optional[int] = 0, refine: Optional[bool] = None,
                      mode_cfg: Optional[dict] = None, proposals: Optional[str] = None,
                      background: Optional[Sequence[str]] = None,
+                     clipn_rule: Optional[str] = 'atd',
                      **model_overrides) -> Config:
     """An mmseg config (model + test pipeline) for an OpenVocabSegmentor, or, with
     ``proposals='slic'`` / ``'felzenszwalb'``, a ProposalSegmentor that names superpixels, and
@@ -72,7 +73,9 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
     classes left out, 64 px windows on a 224 px short side; other CLIPs naclip, 224 px windows on
     336, no background classes). ``bg_index`` labels pixels below ``prob_thd`` (0: the first
     class, e.g. a background class; ``None``: unknown, ``UNKNOWN_LABEL``, which
-    :func:`segment` reports as the label PNG's unknown value)."""
+    :func:`segment` reports as the label PNG's unknown value). With a CLIPN checkpoint (its
+    "no" text tower) ``clipn_rule`` (``'atd'``, ``'ctw'``, ``None``: off) marks pixels and masks
+    that are none of the classes unknown (docs/vocabularies.md)."""
     d = dict(DEFAULTS, **MODEL_DEFAULTS.get(model, {}))
     if proposals is not None and proposals not in PROPOSAL_METHODS:
         raise ValueError(f'unknown proposals {proposals!r}; expected one of '
@@ -96,6 +99,7 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
         logit_scale=logit_scale or d['logit_scale'],
         prob_thd=prob_thd, bg_index=UNKNOWN_LABEL if bg_index is None else bg_index,
         refine=dict(type='densekit.PAMR') if refine else None,
+        clipn_rule=clipn_rule, unknown_index=UNKNOWN_LABEL,
         test_cfg=test_cfg)
     if proposals is not None:
         proposer = dict(method['proposer'])

@@ -57,6 +57,12 @@ class OpenVocabSegmentor(EncoderDecoder):
             seg_probs.sum(0)``, after the labels and ``prob_thd`` are taken, so only the returned
             ``seg_logits`` change). SCLIP and ClearCLIP return the unnormalised maxima (False).
         refine: optional refinement module config, e.g. ``dict(type='densekit.PAMR')``.
+        clipn_rule: with a CLIPN model (its "no" text tower, :mod:`densekit.clip.clipn`), how a
+            pixel is judged none of the classes: ``'atd'`` (default) or ``'ctw'``; such pixels
+            get ``unknown_index`` and scores ``p(c) * (1 - p(no | c))``. ``None``: ignore the
+            tower. Without a "no" tower this does nothing.
+        unknown_index: the label of pixels that are none of the classes (CLIPN); 255, mmseg's
+            ignore index, by default (:func:`densekit.apis.segmentor_config` uses 65535).
         crop_batch_mb: memory budget (MiB) of one backbone pass in slide inference: crops of a
             sliding window run together up to it (0: one crop at a time).
         precision: the image tower's arithmetic, ``fp32`` (default), ``bf16`` / ``fp16``
@@ -80,6 +86,8 @@ class OpenVocabSegmentor(EncoderDecoder):
                  area_thd: Optional[float] = None,
                  renorm_scores: bool = False,
                  refine: Optional[dict] = None,
+                 clipn_rule: Optional[str] = 'atd',
+                 unknown_index: int = 255,
                  pad_to_patch: bool = False,
                  crop_batch_mb: float = 512.0,
                  precision: str = 'fp32',
@@ -113,6 +121,11 @@ class OpenVocabSegmentor(EncoderDecoder):
         self.area_thd = area_thd
         self.renorm_scores = bool(renorm_scores)
         self.refine = MODELS.build(refine) if refine else None
+        self.unknown_index = int(unknown_index)
+        self.set_clipn_rule(clipn_rule)
+        # CLIPN compares yes / no at CLIP's trained temperature (its scale, 100 for ViT-B)
+        self.no_scale = float(clip_model.logit_scale.detach().exp()) if hasattr(
+            clip_model, 'logit_scale') else 100.0
         self.pad_to_patch = pad_to_patch
         self.crop_batch_mb = float(crop_batch_mb)
         self.set_precision(precision)
@@ -135,16 +148,38 @@ class OpenVocabSegmentor(EncoderDecoder):
         return self
 
     # ------------------------------------------------------------ vocabulary
+    def set_clipn_rule(self, rule: Optional[str]):
+        """``'atd'``, ``'ctw'`` or ``None`` (see ``clipn_rule``); takes effect at the next
+        :meth:`set_vocabulary`."""
+        from ..clip.clipn import RULES
+        if rule is not None and rule not in RULES:
+            raise ValueError(f'clipn_rule must be one of {RULES} or None, got {rule!r}')
+        self.clipn_rule = rule
+        if getattr(self, 'vocabulary', None) is not None:
+            self.set_vocabulary(self.vocabulary)
+        return self
+
+    @property
+    def uses_clipn(self) -> bool:
+        """True when pixels are scored with CLIPN's "no" embeddings (a "no" tower, a rule, and
+        the zero-shot head, whose queries are the text encoder's)."""
+        return (self.clipn_rule is not None and self.text_encoder.no_tower is not None
+                and not hasattr(self.decode_head, 'bind_text_encoder'))
+
     def set_vocabulary(self, vocabulary, descriptions: Optional[dict] = None):
         """Change the classes (cheap after the first time: text embeddings are cached)."""
         text = self.text_encoder(Vocabulary.parse(vocabulary, descriptions or self.descriptions))
         self.vocabulary = text.vocabulary
         self.query_class = text.query_class
-        self.decode_head.set_text_embeddings(text.embeds, len(text.vocabulary))
+        self.num_queries = text.embeds.shape[0]
+        embeds = text.embeds
+        if self.uses_clipn:   # the head scores [yes queries; no queries]: class_scores splits
+            embeds = torch.cat([embeds, self.text_encoder.no_embeddings(text.vocabulary)])
+        self.decode_head.set_text_embeddings(embeds, len(text.vocabulary))
         if hasattr(self.decode_head, 'set_vocabulary'):
             self.decode_head.set_vocabulary(text.vocabulary, text.query_class)
         self.num_classes = len(text.vocabulary)
-        self.out_channels = text.embeds.shape[0]
+        self.out_channels = embeds.shape[0]
         return self.vocabulary
 
     def _ensure_vocabulary(self):
@@ -249,8 +284,20 @@ class OpenVocabSegmentor(EncoderDecoder):
             seg_logits = self.inference(inputs, metas)
             return self.postprocess_result(seg_logits, data_samples, inputs, metas)
 
+    def scores_and_unknown(self, logits: torch.Tensor):
+        """Cosine maps ``[Q, H, W]`` (``[2Q, H, W]`` with CLIPN: yes then no) -> (class scores
+        ``[K, H, W]``, unknown ``[H, W]`` bool or ``None``)."""
+        if not self.uses_clipn or logits.shape[0] != 2 * self.num_queries:
+            return self.class_scores(logits), None
+        from ..clip.clipn import clipn_scores
+        q = self.num_queries
+        return clipn_scores(logits[:q], logits[q:], self.logit_scale, self.no_scale,
+                            self.query_class, self.num_classes, self.clipn_rule)
+
     def class_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Cosine maps ``[Q, H, W]`` -> class probabilities ``[K, H, W]`` (best synonym)."""
+        if self.uses_clipn and logits.shape[0] == 2 * self.num_queries:
+            return self.scores_and_unknown(logits)[0]
         probs = (logits * self.logit_scale).softmax(0)
         qc = self.query_class.to(probs.device)
         if qc.numel() == self.num_classes and bool((qc == torch.arange(len(qc)).to(qc)).all()):
@@ -290,11 +337,13 @@ class OpenVocabSegmentor(EncoderDecoder):
                 image = F.interpolate(image.float(), size=ori, mode='bilinear',
                                       align_corners=False)
                 logits = self.refine(image, logits)
-            scores = self.class_scores(logits[0])
+            scores, unknown = self.scores_and_unknown(logits[0])
             if self.area_thd is not None:
                 scores = self._suppress_small(scores)
             pred = scores.argmax(0, keepdim=True)
             pred[scores.max(0, keepdim=True)[0] < self.prob_thd] = self.bg_index
+            if unknown is not None:                  # CLIPN: none of the classes
+                pred[unknown[None]] = self.unknown_index
             if self.renorm_scores:       # NACLIP: labels above come from the unnormalised maxima
                 scores = scores / scores.sum(0, keepdim=True)
             data_samples[i].set_data({'seg_logits': PixelData(data=scores),

@@ -127,7 +127,8 @@ class ProposalSegmentor(OpenVocabSegmentor):
         embeds = getattr(self.decode_head, 'text_embeds', None)
         if not torch.is_tensor(embeds) or embeds.shape[0] != self.out_channels:
             return self.text_encoder(self.vocabulary)      # cached since set_vocabulary
-        return TextEmbeddings(embeds, self.query_class, self.vocabulary)
+        # with CLIPN the head also holds the "no" queries after the Q "yes" ones
+        return TextEmbeddings(embeds[:self.num_queries], self.query_class, self.vocabulary)
 
     def dense_sample(self, inputs: torch.Tensor, meta: dict) -> SegDataSample:
         """:class:`OpenVocabSegmentor`'s own dense prediction of one (padded) image, at
@@ -163,6 +164,23 @@ class ProposalSegmentor(OpenVocabSegmentor):
         probs = self.classifier(masks, text, backbone=self.backbone, inputs=inputs,
                                 image=image, dense=dense)
         return proposals, probs.to(inputs.device)
+
+    @torch.no_grad()
+    def clipn_unknown_masks(self, inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """CLIPN's verdict per mask (``[N]`` bool, True = none of the classes): the mask's
+        pooled dense embedding (mean of the unit patch embeddings it covers, normalised) scored
+        against the "yes" and "no" queries (:func:`densekit.clip.clipn.clipn_scores`)."""
+        from ..clip.clipn import clipn_scores
+        dense = self.dense_embeddings(inputs)                            # [D, h, w]
+        m = F.interpolate(masks[:, None].float(), size=dense.shape[-2:], mode='area')[:, 0]
+        pooled = F.normalize(torch.einsum('nhw,dhw->nd', m, dense), dim=-1)   # [N, D]
+        text = self.decode_head.text_embeds.to(pooled)
+        q = self.num_queries
+        cos = pooled @ text.T                                            # [N, 2Q]
+        _, unknown = clipn_scores(cos[:, :q].T, cos[:, q:].T, self.logit_scale,
+                                  self.no_scale, self.query_class, self.num_classes,
+                                  self.clipn_rule)
+        return unknown
 
     def mask_labels(self, probs: torch.Tensor) -> torch.Tensor:
         """``probs [N, K]`` -> label per mask, ``none_label`` below ``none_thd``."""
@@ -206,6 +224,10 @@ class ProposalSegmentor(OpenVocabSegmentor):
                 prediction = prediction.flip(dims=(flip_dim,))
         proposals, probs = self.classify_proposals(x, prediction=prediction)
         labels = self.mask_labels(probs)
+        if self.uses_clipn and len(proposals):              # CLIPN: drop "none of these" masks
+            unknown = self.clipn_unknown_masks(x, proposals.masks.to(x.device))
+            labels = torch.where(unknown.to(labels.device),
+                                 torch.full_like(labels, self.none_label), labels)
         owner = self.owner_map(proposals.masks.to(x.device),
                                probs.max(1)[0] if len(proposals) else probs.new_zeros(0))
         if meta.get('flip'):

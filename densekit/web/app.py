@@ -76,7 +76,10 @@ def parse_vocabulary(spec):
     from ..clip.vocabulary import Vocabulary
     if not isinstance(spec, str):
         raise DemoError('the vocabulary must be text: class names separated by commas')
-    names = [c.strip() for c in spec.replace('\n', ',').split(',')]
+    # any script: the full-width and ideographic commas of CJK text separate classes too
+    for sep in ('\n', '\uff0c', '\u3001'):
+        spec = spec.replace(sep, ',')
+    names = [c.strip() for c in spec.split(',')]
     names = [c for c in names if c.strip(' ;')]
     if not names:
         raise DemoError('The vocabulary is empty: type some class names separated by commas, '
@@ -135,24 +138,33 @@ class DemoEngine:
                 self.interactive.set_dense_mode(mode)
             except ValueError as e:
                 raise DemoError(str(e)) from None
-        self.interactive.set_vocabulary(vocab)
+        try:
+            self.interactive.set_vocabulary(vocab)
+        except ValueError as e:        # e.g. a name longer than the model's text context
+            raise DemoError(str(e)) from None
 
 
 def build_engine(model: str = 'shapes-tiny', pretrained=None, checkpoint=None,
                  dense_mode: Optional[str] = None, sam_checkpoint=None, sam_type: str = 'vit_b',
                  vocabulary=None, device: str = 'cpu',
-                 proposals: str = 'dense-regions', precision: str = 'fp32') -> DemoEngine:
+                 proposals: str = 'dense-regions', precision: str = 'fp32',
+                 templates: str = 'imagenet80', clipn_rule: Optional[str] = 'atd'
+                 ) -> DemoEngine:
     """The demo's model. ``proposals`` is how *Segment* works (``'dense-regions'``: the dense
     map's regions named by crops, the best measured method with shapes-tiny; ``'slic'``:
     superpixels named by the pooling + crop ensemble); clicks are always named by the ensemble.
-    ``dense_mode`` None: the model's default for that method (``segmentor_config``)."""
+    ``dense_mode`` None: the model's default for that method (``segmentor_config``).
+    ``templates``: a template set or a language (``'de'``, ``'zh'``: multilingual CLIPs);
+    ``clipn_rule``: how a CLIPN checkpoint's "no" tower marks pixels unknown (docs/vocabularies.md).
+    """
     from ..apis.inference import PROPOSAL_METHODS, init_segmentor
     from ..datasets.shapes import CLASSES
     from ..registry import MODELS
     vocab = list(vocabulary or CLASSES)
     seg = init_segmentor(model=model, pretrained=pretrained, checkpoint=checkpoint,
                          dense_mode=dense_mode, vocabulary=vocab, proposals=proposals,
-                         bg_index=None, device=device)
+                         bg_index=None, device=device, templates=templates,
+                         clipn_rule=clipn_rule)
     if precision != 'fp32':
         seg.set_precision(precision)                # the image tower (docs/speed.md)
     click = MODELS.build(dict(PROPOSAL_METHODS['slic']['classifier'])).to(device)

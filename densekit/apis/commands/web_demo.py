@@ -37,6 +37,12 @@ def parse_args(argv=None):
                    help='how Segment works: name the dense map\'s regions from crops (default) '
                         'or name SLIC superpixels')
     p.add_argument('--vocab', help='initial vocabulary, comma-separated (default: Shapes classes)')
+    p.add_argument('--templates', default='imagenet80',
+                   help='prompt templates: imagenet80, short7, single, or a language (de, fr, '
+                        'es, zh, ja) for multilingual CLIPs')
+    p.add_argument('--clipn-rule', choices=['atd', 'ctw', 'off'], default='atd',
+                   help='with a CLIPN checkpoint: how regions that are none of the classes are '
+                        'marked unknown (docs/vocabularies.md)')
     p.add_argument('--sam-checkpoint', help='SAM weights for click/box masks (e.g. '
                                             'sam_vit_b_01ec64.pth); without it: SLIC superpixels')
     p.add_argument('--sam-type', default='vit_b',
@@ -65,7 +71,9 @@ def main(argv=None, serve: bool = True) -> int:
                          checkpoint=args.checkpoint, dense_mode=args.mode,
                          proposals=args.proposals, sam_checkpoint=args.sam_checkpoint,
                          sam_type=args.sam_type, vocabulary=vocab, device=args.device,
-                         precision=args.precision, num_threads=args.threads)
+                         precision=args.precision, num_threads=args.threads,
+                         templates=args.templates,
+                         clipn_rule=None if args.clipn_rule == 'off' else args.clipn_rule)
     except (ValueError, OSError, RuntimeError, KeyError) as e:
         print(error_line(e), file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,172 @@
+"""CLIPN's "no" text tower: loading, encoding, the ATD / CTW decisions, and "none of these" in
+the segmentors (pixels -> unknown, masks dropped), the API and the CLI."""
+import copy
+import json
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import densekit  # noqa: F401  (registers densekit's modules)
+from densekit.apis import init_segmentor, segment, segmentor_config
+from densekit.apis.cli import infer_main
+from densekit.apis.inference import UNKNOWN_LABEL
+from densekit.clip import CLIPTextEncoder, build_clip, load_no_tower
+from densekit.clip.clipn import clipn_scores, has_no_tower
+
+from numerics import F64_ATOL
+
+VOCAB = ['sky', 'grass', 'circle', 'square']
+
+
+def clipn_file(tmp_path, clip, agree=False, name='clipn.pt', seed=5):
+    """A tiny checkpoint in CLIPN's format: the CLIP's state dict plus the "no" tower's keys
+    (``*_no``, ``prompt_no [16, L, W]``). ``agree``: the "no" tower is a copy of the "yes" one
+    with zero prompts (it then says yes and no equally: p(no | c) = 1/2); otherwise random."""
+    state = {k: v.clone() for k, v in clip.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    for part in ('token_embedding', 'positional_embedding', 'transformer', 'ln_final',
+                 'text_projection'):
+        for k in [k for k in list(state) if k == part or k.startswith(part + '.')]:
+            v = state[k].clone()
+            if not agree and v.is_floating_point():
+                v = v + 0.05 * torch.randn(v.shape, generator=g)
+            state[k.replace(part, part + '_no', 1)] = v
+    length, width = state['positional_embedding'].shape
+    state['prompt_no'] = (torch.zeros(16, length, width) if agree
+                          else 0.02 * torch.randn(16, length, width, generator=g))
+    path = tmp_path / name
+    torch.save(dict(epoch=3, name='clipn-tiny', state_dict={f'module.{k}': v
+                                                            for k, v in state.items()}), path)
+    return str(path), state
+
+
+def test_no_tower_loads_and_encodes_as_clipn(tmp_path, tiny_clip):
+    path, state = clipn_file(tmp_path, tiny_clip)
+    clip = build_clip('densekit-tiny-vit', checkpoint=path)
+    assert has_no_tower(clip)
+    # the CLIP itself is the one saved: same weights as tiny_clip
+    assert torch.equal(clip.text_projection, tiny_clip.text_projection)
+    clip64 = copy.deepcopy(clip).double()
+    enc = CLIPTextEncoder(clip_model=clip64, templates='single')
+    got = enc.no_embeddings(VOCAB)
+    # CLIPN's encode_text(text, "no") in eval mode is open_clip's encode_text with the "no"
+    # weights and positional_embedding_no + mean(prompt_no): restate it with a plain CLIP
+    ref_clip = copy.deepcopy(tiny_clip).double()
+    ref_clip.load_state_dict({
+        k: (state[k.replace(p, p + '_no', 1)] if (p := next(
+            (q for q in ('token_embedding', 'transformer', 'ln_final', 'text_projection')
+             if k == q or k.startswith(q + '.')), None)) else v)
+        for k, v in ref_clip.state_dict().items()})
+    ref_clip.positional_embedding.data = (state['positional_embedding_no'].double()
+                                          + state['prompt_no'].double().mean(0))
+    tokens = enc.tokenizer([f'a photo of a {n}.' for n in VOCAB])
+    ref = F.normalize(ref_clip.encode_text(tokens), dim=-1)
+    assert (got - ref).abs().max() <= F64_ATOL
+    yes = enc(VOCAB).embeds
+    assert (got - yes).abs().max() > 1e-3                      # a different tower
+
+
+def test_clipn_scores_follow_clipn_formulas():
+    """ATD and CTW as CLIPN's zero_shot_infer.py computes them (softmax over [yes, no])."""
+    torch.manual_seed(0)
+    cos_yes, cos_no = torch.rand(5, 300) * 0.6, torch.rand(5, 300) * 0.6   # [Q, N]
+    s_cls, s_no = 40.0, 100.0
+    logits = s_cls * cos_yes.T                                # [N, Q] class logits
+    yes, logits_no = s_no * cos_yes.T, s_no * cos_no.T        # CLIPN's logits / logits_no
+    yesno = torch.softmax(torch.stack([yes, logits_no], -1), -1)[..., 0]     # [N, Q]
+    atd_scores = yesno * logits.softmax(-1)
+    scores, unknown = clipn_scores(cos_yes, cos_no, s_cls, s_no, rule='atd')
+    assert torch.allclose(scores, atd_scores.T, atol=1e-6)    # fp32 softmax/sigmoid rounding
+    p_ood = 1 - atd_scores.sum(-1)
+    assert torch.equal(unknown, p_ood > atd_scores.max(-1)[0])
+    _, unknown = clipn_scores(cos_yes, cos_no, s_cls, s_no, rule='ctw')
+    ctw = torch.gather(yesno, 1, logits.argmax(-1, keepdim=True))[:, 0]
+    assert torch.equal(unknown, ctw < 0.5)
+    assert 0 < int(unknown.sum()) < unknown.numel()            # both outcomes occur
+    # classes with synonyms score their best query
+    qc = torch.tensor([0, 1, 1, 2, 2])
+    merged, _ = clipn_scores(cos_yes, cos_no, s_cls, s_no, qc, 3)
+    assert torch.equal(merged[1], torch.maximum(scores[1], scores[2]))
+    with pytest.raises(ValueError, match='atd'):
+        clipn_scores(cos_yes, cos_no, s_cls, s_no, rule='nope')
+
+
+def _cfg(checkpoint, **kw):
+    kw = dict(dict(model='densekit-tiny-vit', checkpoint=checkpoint, short_side=64, crop=64,
+                   stride=32, templates='single', vocabulary=VOCAB), **kw)
+    return segmentor_config(**kw)
+
+
+def _image(seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+
+
+def test_segmentor_marks_pixels_unknown(tmp_path, tiny_clip):
+    path, _ = clipn_file(tmp_path, tiny_clip)
+    torch.manual_seed(0)
+    seg = init_segmentor(_cfg(path))
+    assert seg.uses_clipn and seg.out_channels == 2 * len(VOCAB)
+    x = torch.from_numpy(_image()).permute(2, 0, 1).float()[None]
+    x = (x - seg.data_preprocessor.mean) / seg.data_preprocessor.std
+    logits = seg.inference(x, seg.batch_metas(x))[0]
+    out = seg.predict(x)[0]
+    pred, scores = out.pred_sem_seg.data[0], out.seg_logits.data
+    # restated: ATD over the head's [yes; no] cosines, at CLIP's trained temperature
+    want_scores, unknown = clipn_scores(logits[:4], logits[4:], seg.logit_scale,
+                                        float(tiny_clip.logit_scale.exp()))
+    assert torch.equal(scores, want_scores)
+    assert torch.equal(pred == UNKNOWN_LABEL, unknown)
+    assert torch.equal(pred[~unknown], scores.argmax(0)[~unknown])
+    # the rule off: the plain softmax over the classes, nothing unknown
+    seg.set_clipn_rule(None)
+    out = seg.predict(x)[0]
+    assert seg.out_channels == len(VOCAB) and not (out.pred_sem_seg.data == UNKNOWN_LABEL).any()
+
+
+def test_a_no_tower_that_agrees_rejects_everything_with_atd_nothing_with_ctw(tmp_path,
+                                                                              tiny_clip):
+    """p(no | c) = 1/2 for every class: ATD's unknown probability 1 - sum_c p(c)/2 = 1/2 beats
+    every class score p(c)/2 < 1/2; CTW needs p(no | c*) > 1/2, never met."""
+    path, _ = clipn_file(tmp_path, tiny_clip, agree=True)
+    img = _image(1)
+    res = segment(init_segmentor(_cfg(path)), img)
+    assert (res.label == res.unknown).all() and res.summary()['unknown_share'] == 1.0
+    res = segment(init_segmentor(_cfg(path, clipn_rule='ctw')), img)
+    assert not (res.label == res.unknown).any()
+    # masks: SLIC superpixels named by the ensemble, then dropped by CLIPN
+    prop = init_segmentor(_cfg(path, proposals='slic'))
+    res = segment(prop, img)
+    assert (res.label == res.unknown).all()
+    prop.set_clipn_rule(None)
+    assert not (segment(prop, img).label == res.unknown).all()
+
+
+def test_no_tower_from_a_separate_file(tmp_path, tiny_clip):
+    path, state = clipn_file(tmp_path, tiny_clip)
+    no_only = {k: v for k, v in state.items() if k.endswith('_no') or '_no.' in k}
+    torch.save(no_only, tmp_path / 'no.pt')
+    clip = load_no_tower(copy.deepcopy(tiny_clip), str(tmp_path / 'no.pt'))
+    assert has_no_tower(clip)
+    torch.save(tiny_clip.state_dict(), tmp_path / 'plain.pt')
+    with pytest.raises(ValueError, match='no CLIPN "no" tower'):
+        load_no_tower(copy.deepcopy(tiny_clip), str(tmp_path / 'plain.pt'))
+
+
+def test_cli_writes_unknown_pixels(tmp_path, tiny_clip):
+    path, _ = clipn_file(tmp_path, tiny_clip, agree=True)
+    img = tmp_path / 'img.png'
+    cv2.imwrite(str(img), _image(2))
+    out = tmp_path / 'out'
+    argv = [str(img), '--vocab', ', '.join(VOCAB), '--model', 'densekit-tiny-vit',
+            '--checkpoint', path, '--short-side', '64', '--crop', '64', '--stride', '32',
+            '--templates', 'single', '--out', str(out), '--no-progress']
+    assert infer_main(argv) == 0
+    with open(osp.join(out, 'summary.json')) as f:
+        assert json.load(f)['images'][0]['unknown_share'] == 1.0
+    assert infer_main(argv + ['--clipn-rule', 'off', '--out', str(tmp_path / 'off')]) == 0
+    with open(osp.join(tmp_path / 'off', 'summary.json')) as f:
+        assert json.load(f)['images'][0]['unknown_share'] == 0.0

@@ -154,17 +154,88 @@ def random_masks(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 @torch.no_grad()
 def bench_mask_naming(model, x: torch.Tensor, ns: Sequence[int] = (10, 100, 500),
-                      repeat: int = 3) -> List[dict]:
-    """Seconds to name ``N`` masks by mask pooling (one dense pass over ``x``, then pooling),
-    for each ``N``: the cost should barely grow with ``N``."""
-    from .heads.mask_classifier import MaskPoolingClassifier
+                      repeat: int = 3, method: str = 'pooling') -> List[dict]:
+    """Seconds to name ``N`` random masks on ``x [1, 3, H, W]`` for each ``N`` in ``ns``, the
+    calls for the different ``N`` alternating (so other load slows all alike).
+
+    ``method``: ``'pooling'`` (:class:`MaskPoolingClassifier`: one dense pass over ``x``, then
+    pooling; the cost should barely grow with ``N``) or ``'crop'`` (:class:`MaskedCropClassifier`:
+    one tower pass per masked crop, batched; grows with ``N`` by design)."""
+    from .constants import CLIP_MEAN, CLIP_STD
+    from .heads.mask_classifier import MaskedCropClassifier, MaskPoolingClassifier
     model._ensure_vocabulary()
     text = model.text_encoder(model.vocabulary)
-    clf = MaskPoolingClassifier(logit_scale=model.logit_scale)
-    rows = []
-    for n in ns:
-        masks = random_masks(n, *x.shape[-2:])
-        t = alternate({'pool': lambda: clf(masks, text, backbone=model.backbone, inputs=x)},
-                      repeat)['pool']
-        rows.append(dict(masks=n, seconds=t))
-    return rows
+    if method == 'pooling':
+        clf = MaskPoolingClassifier(logit_scale=model.logit_scale)
+        image = None
+    elif method == 'crop':
+        clf = MaskedCropClassifier()
+        mean, std = (torch.tensor(v).view(3, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
+        image = (x[0] * std + mean).clamp(0, 255)             # the RGB the inputs came from
+    else:
+        raise ValueError(f"method must be 'pooling' or 'crop', got {method!r}")
+    masks = {n: random_masks(n, *x.shape[-2:]) for n in ns}
+    calls = {n: (lambda m=m: clf(m, text, backbone=model.backbone, inputs=x, image=image))
+             for n, m in masks.items()}
+    times = alternate(calls, repeat)
+    return [dict(method=method, masks=n, seconds=times[n]) for n in ns]
+
+
+def current_rss_mib() -> float:
+    """Resident memory of this process now (MiB): ``/proc/self/statm`` on Linux, else the
+    peak (``getrusage``; other systems have no portable "now")."""
+    try:
+        with open('/proc/self/statm') as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mib()
+
+
+def shapes_images(folder: str, n: int, height: int = 96, width: int = 128,
+                  seed: int = 0) -> List[str]:
+    """``n`` Shapes-world PNGs in ``folder`` (``shapes_00000.png``, ...): files already there
+    are reused, missing ones rendered (image ``i`` is seeded by ``(seed, i)``)."""
+    import cv2
+    import numpy as np
+
+    from .datasets.shapes import generate_sample
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = os.path.join(folder, f'shapes_{i:05d}.png')
+        if not os.path.isfile(path):
+            rgb = generate_sample(np.random.SeedSequence([seed, i]), height, width)['image']
+            if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+                raise OSError(f'could not write {path}')
+        paths.append(path)
+    return paths
+
+
+def bench_infer_rss(model, paths: Sequence[str], out_dir: str, start: int = 100,
+                    every: int = 0) -> dict:
+    """Resident memory over one ``tools/infer.py`` run in this process: the loop it runs
+    (:func:`densekit.apis.cli.run_images`: read, segment, overlay, write two PNGs per image,
+    then ``summary.json``) over ``paths``, with RSS sampled after image ``start``, after the
+    last image and (``every`` > 0) every ``every`` images.
+
+    Returns ``images`` (segmented), ``failed``, ``rss_mib`` ({image index: MiB}),
+    ``growth_mib`` (last sample minus the one at ``start``), ``seconds`` and ``s_per_image``.
+    A leak (a cache without bounds, a list that grows per image, figures never closed) shows
+    as growth proportional to the images after ``start``; allocator noise stays a few MiB."""
+    from .apis.cli import run_images
+    n = len(paths)
+    if not 1 <= start <= n:
+        raise ValueError(f'start must be in 1..{n} (the number of images), got {start}')
+    rss = {}
+
+    def sample(i):
+        if i == start or i == n or (every and i % every == 0):
+            rss[i] = current_rss_mib()
+
+    t0 = time.perf_counter()
+    report = run_images(model, paths, out_dir, progress=False, on_image=sample)
+    seconds = time.perf_counter() - t0
+    return dict(images=len(report['images']), failed=len(report['failed']), start=start,
+                rss_mib=rss, growth_mib=rss[n] - rss[start], seconds=seconds,
+                s_per_image=seconds / n)

@@ -10,7 +10,7 @@ import json
 import os
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 
@@ -50,6 +50,12 @@ def dense_mode_names() -> List[str]:
             if 'guide' not in inspect.signature(fn).parameters]
 
 
+def model_mode_names(backbone) -> List[str]:
+    """The modes a built segmentor's ``backbone`` switches between: :func:`dense_mode_names`,
+    and ``proxyclip`` when it holds a VFM (a ``ProxyCLIPBackbone``, built with ``--vfm``)."""
+    return dense_mode_names() + (['proxyclip'] if hasattr(backbone, 'vfm') else [])
+
+
 def error_line(e: BaseException) -> str:
     """One line for an error (a ``KeyError``'s message without its quotes)."""
     msg = e.args[0] if isinstance(e, KeyError) and e.args else e
@@ -67,7 +73,16 @@ def add_clip_args(g):
 
 def add_mode_arg(g, help_tail: str = ''):
     g.add_argument('--mode', default=None,
-                   help=f'dense attention mode: {", ".join(dense_mode_names())}' + help_tail)
+                   help=f'dense attention mode: {", ".join(dense_mode_names())}, or proxyclip '
+                        '(with --vfm)' + help_tail)
+
+
+def add_vfm_args(g):
+    """``--vfm``, ``--vfm-checkpoint``: ProxyCLIP's proxy (docs/proxyclip.md)."""
+    g.add_argument('--vfm', help='vision foundation model for --mode proxyclip: shapes_dino_tiny '
+                                 '(the embedded shapes-tiny\'s, shipped), dino_vitb8, '
+                                 'dinov2_vitb14_reg, sam_vitb, ... (densekit/vfm/presets.py)')
+    g.add_argument('--vfm-checkpoint', help='local weights of --vfm (the official .pth)')
 
 
 def add_model_args(parser: argparse.ArgumentParser):
@@ -76,6 +91,7 @@ def add_model_args(parser: argparse.ArgumentParser):
                                     'except --mode)')
     add_clip_args(g)
     add_mode_arg(g, ' (default: vanilla for the embedded shapes-tiny, naclip otherwise)')
+    add_vfm_args(g)
     g.add_argument('--templates', default='imagenet80',
                    help='imagenet80, short7, single, or a language with shipped templates '
                         '(de, fr, es, zh, ja) for multilingual CLIPs')
@@ -127,6 +143,13 @@ def validate_model_args(args):
     if args.mode is not None and args.mode not in dense_mode_names():
         from ..clip.attention import get_dense_mode
         get_dense_mode(args.mode)                     # raises, listing the known modes
+    vfm, vfm_ckpt = getattr(args, 'vfm', None), getattr(args, 'vfm_checkpoint', None)
+    if args.config is not None and (vfm or vfm_ckpt):
+        raise ValueError('--vfm / --vfm-checkpoint build the model from the flags; with --config '
+                         'set model.backbone.vfm in the config (configs/zero_shot/proxyclip_*)')
+    if args.config is None:
+        from .inference import proxyclip_backbone
+        proxyclip_backbone(args.mode, vfm, vfm_ckpt)  # proxyclip without a VFM, unknown VFM
     if args.config is not None and not osp.isfile(args.config):
         raise FileNotFoundError(f'config not found: {args.config}')
     if (getattr(args, 'max_pixels', None) or 0) < 0:
@@ -146,6 +169,10 @@ def _build_from_args(args, vocabulary):
         model = init_segmentor(args.config, device=args.device)
         model.set_vocabulary(vocabulary)
         if args.mode is not None:
+            if args.mode == 'proxyclip' and not hasattr(model.backbone, 'vfm'):
+                raise ValueError(f'--mode proxyclip needs a config whose backbone is a '
+                                 f'densekit.ProxyCLIPBackbone; {args.config} has '
+                                 f'{type(model.backbone).__name__}')
             model.backbone.set_dense_mode(args.mode)
         if hasattr(model, 'set_clipn_rule'):
             model.set_clipn_rule(_clipn_rule(args))
@@ -155,6 +182,7 @@ def _build_from_args(args, vocabulary):
         dense_mode=args.mode, templates=args.templates, vocabulary=vocabulary,
         short_side=args.short_side, slide=not args.whole, crop=args.crop, stride=args.stride,
         prob_thd=args.prob_thd, bg_index=args.bg_index, refine=args.refine, device=args.device,
+        vfm=getattr(args, 'vfm', None), vfm_checkpoint=getattr(args, 'vfm_checkpoint', None),
         clipn_rule=_clipn_rule(args),
         proposals=None if args.proposals == 'none' else args.proposals,
         background=None if args.background is None else
@@ -207,10 +235,13 @@ def default_max_pixels(model) -> int:
 
 
 def run_images(model, paths: Sequence[str], out_dir: str, progress: bool = True,
-               max_pixels: Optional[int] = None) -> dict:
+               max_pixels: Optional[int] = None,
+               on_image: Optional[Callable[[int], None]] = None) -> dict:
     """Segment ``paths``; write ``<stem>_overlay.png``, ``<stem>_label.png`` and one
     ``summary.json``. Images above ``max_pixels`` (``None``: :func:`default_max_pixels`; 0: no
-    cap) are downscaled (the notice is in the summary); bad images are reported and skipped."""
+    cap) are downscaled (the notice is in the summary); bad images are reported and skipped.
+    ``on_image(i)`` is called after the ``i``-th path (1-based; the memory benchmark samples
+    RSS there, densekit.benchmark.bench_infer_rss)."""
     from tqdm import tqdm
 
     from .inference import segment
@@ -221,12 +252,14 @@ def run_images(model, paths: Sequence[str], out_dir: str, progress: bool = True,
     results, failed, used = [], [], set()
     bar = tqdm(paths, desc='segmenting', unit='img', disable=not progress or len(paths) < 2,
                file=sys.stderr)
-    for path in bar:
+    for i, path in enumerate(bar, 1):
         try:
             img, notice = load_image(path, max_pixels or None)
         except ImageReadError as e:
             failed.append(dict(image=path, error=str(e)))
             tqdm.write(f'skipped {e}', file=sys.stderr)
+            if on_image is not None:
+                on_image(i)
             continue
         if notice:
             tqdm.write(f'note: {notice}', file=sys.stderr)
@@ -245,6 +278,8 @@ def run_images(model, paths: Sequence[str], out_dir: str, progress: bool = True,
         results.append(dict(image=path, overlay=f'{stem}_overlay.png',
                             label=f'{stem}_label.png', **summary,
                             **(dict(notice=notice) if notice else {})))
+        if on_image is not None:
+            on_image(i)
     dtype, unknown = label_encoding(len(classes))
     report = dict(vocabulary=classes, model=getattr(model.text_encoder, 'model_name', ''),
                   dense_mode=model.backbone.dense_mode,

@@ -98,6 +98,31 @@ def overview(args, x):
     return rows, f'{args.model}, {x.shape[-2]}x{x.shape[-1]} px, slide {crop}/{stride}'
 
 
+def infer_rss(args, tmp) -> dict:
+    """--rss: tools/infer.py's model (its parser and defaults, plus --infer-args) over N images
+    in this process (densekit.benchmark.bench_infer_rss)."""
+    import shlex
+
+    from densekit import benchmark as bm
+    from densekit.apis.cli import build_from_args, expand_inputs, infer_parser, load_vocabulary_arg
+    from densekit.datasets.shapes import CLASSES
+    folder = args.rss_images or os.path.join(tmp, 'rss-images')
+    found = expand_inputs([folder])[0] if os.path.isdir(folder) else []
+    if found and len(found) < args.rss:
+        raise SystemExit(f'error: {folder} has {len(found)} images, --rss asks for {args.rss}')
+    paths = found[:args.rss] if found else bm.shapes_images(folder, args.rss, *args.rss_size)
+    out_dir = os.path.join(tmp, 'rss-out')
+    argv = [folder, '--vocab', args.vocabulary or ', '.join(CLASSES), '--out', out_dir,
+            '--model', args.model] + (['--pretrained', args.pretrained] if args.pretrained
+                                      else []) + shlex.split(args.infer_args)
+    iargs = infer_parser().parse_args(argv)
+    model = build_from_args(iargs, load_vocabulary_arg(iargs.vocab))
+    r = bm.bench_infer_rss(model, paths, out_dir, start=min(args.rss_from, len(paths)),
+                           every=max(len(paths) // 10, 1))
+    r['rss_start_mib'], r['rss_end_mib'] = r['rss_mib'][r['start']], r['rss_mib'][len(paths)]
+    return r
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', default='shapes-tiny')
@@ -127,6 +152,19 @@ def main(argv=None) -> int:
     p.add_argument('--no-text-reference', action='store_true',
                    help='skip the (slow) full-length reference text encoding')
     p.add_argument('--masks', type=int, nargs='+', help='time naming N masks by mask pooling')
+    p.add_argument('--mask-methods', nargs='+', choices=['pooling', 'crop'],
+                   default=['pooling'], help='--masks classifiers (crop: masked crops)')
+    p.add_argument('--rss', type=int, metavar='N',
+                   help='resident memory over one tools/infer.py run of N images in this '
+                        'process: RSS after image --rss-from and after image N, and the growth')
+    p.add_argument('--rss-from', type=int, default=100, help='first RSS sample (image index)')
+    p.add_argument('--rss-images', help='a folder of images for --rss (its first N, sorted); '
+                   'missing or empty: N Shapes images are rendered into it (default: a temporary '
+                   'folder)')
+    p.add_argument('--rss-size', type=int, nargs=2, default=(96, 128), metavar=('H', 'W'),
+                   help='size of the rendered Shapes images')
+    p.add_argument('--infer-args', default='',
+                   help='more tools/infer.py flags for --rss, e.g. "--proposals dense-regions"')
     p.add_argument('--json', action='store_true', help='print JSON rows')
     p.add_argument('--text-warm-probe', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -164,7 +202,7 @@ def run(args, tmp=None) -> int:
     h, w = args.height or args.size, args.width or args.size
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     out = {}
-    plain = not (args.reference or args.precision or args.text or args.masks)
+    plain = not (args.reference or args.precision or args.text or args.masks or args.rss)
     if plain:
         rows, title = overview(args, x)
         out['overview'] = rows
@@ -190,12 +228,16 @@ def run(args, tmp=None) -> int:
               f'{args.threads} threads, best of {args.repeat} alternating runs')
     if args.masks:
         model = fp32.get(modes[0]) or build(args, modes[0], vocab=vocabulary(args))
-        rows = bm.bench_mask_naming(model, x, args.masks, args.repeat)
-        for r in rows:
-            r['vs_first'] = r['seconds'] / rows[0]['seconds']
+        rows = []
+        for method in args.mask_methods:
+            part = bm.bench_mask_naming(model, x, args.masks, args.repeat, method)
+            for r in part:
+                r['vs_first'] = r['seconds'] / part[0]['seconds']
+            rows += part
         out['masks'] = rows
-        table(rows, ['masks', 'seconds', 'vs_first'],
-              f'mask naming by pooling (one dense pass, {h}x{w}, whole image)')
+        table(rows, ['method', 'masks', 'seconds', 'vs_first'],
+              f'mask naming ({h}x{w}; pooling: one dense pass; crop: one pass per masked crop), '
+              f'best of {args.repeat}, N alternating')
     if args.text:
         vocab = Vocabulary.parse(args.text_vocabulary)
         names = [n for syn in vocab.synonyms for n in syn]
@@ -223,6 +265,14 @@ def run(args, tmp=None) -> int:
                     'warm_s', 'warm_process_s'],
               f'text: {os.path.basename(args.text_vocabulary)} ({len(names)} names) x '
               f'{args.templates}, {args.model}, {args.threads} threads')
+    if args.rss:
+        r = infer_rss(args, tmp)
+        out['rss'] = [r]
+        table([r], ['images', 'failed', 'start', 'rss_start_mib', 'rss_end_mib', 'growth_mib',
+                    's_per_image'],
+              f'RSS over one tools/infer.py run ({args.model}, {args.infer_args or "defaults"})')
+        print('RSS (MiB) after image: ' + ', '.join(f'{i}: {v:.1f}'
+                                                  for i, v in sorted(r['rss_mib'].items())))
     out['peak_rss_mib'] = bm.peak_rss_mib()
     if args.json:
         print(json.dumps(out))

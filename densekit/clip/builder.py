@@ -51,6 +51,7 @@ def build_clip(model: str = 'shapes-tiny',
                device='cpu',
                precision: str = 'fp32',
                allow_pickle: bool = False,
+               long_text: bool = False,
                **open_clip_kwargs):
     """Return an ``open_clip`` CLIP model in eval mode.
 
@@ -64,6 +65,10 @@ def build_clip(model: str = 'shapes-tiny',
             dict, a ``.safetensors`` file, or an mmengine checkpoint holding a CLIP.
         allow_pickle: load pickled checkpoints with ``weights_only=False`` (only for files you
             trust; the default refuses arbitrary pickles).
+        long_text: stretch the text positional embedding as Long-CLIP does (keep 20 positions,
+            interpolate the rest x4: 77 -> 248) after loading
+            (:func:`densekit.clip.stretch_positional_embedding`). Long-CLIP checkpoints need no
+            flag: they load with their 248 positions.
     """
     import open_clip
     _register_configs()
@@ -113,6 +118,9 @@ def build_clip(model: str = 'shapes-tiny',
             attach_no_tower(clip, no_state, checkpoint)
             clip.no_text.to(device)
     clip.densekit_name = f'{model}:{pretrained or checkpoint or "random"}'
+    if long_text:
+        from .longclip import stretch_positional_embedding
+        stretch_positional_embedding(clip)
     return clip.eval()
 
 

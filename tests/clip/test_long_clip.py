@@ -142,3 +142,11 @@ def test_longclip_presets_are_configs_with_248_tokens():
     for name in ('LongCLIP-B-16', 'LongCLIP-L-14'):
         assert open_clip.get_model_config(name)['text_cfg']['context_length'] == 248
         assert open_clip.get_tokenizer(name).context_length == 248
+
+
+def test_build_clip_long_text_flag(tiny_clip):
+    torch.manual_seed(0)
+    clip = build_clip('densekit-tiny-vit', long_text=True)     # same seed as tiny_clip
+    assert clip.context_length == 68 and clip.densekit_name.endswith('+long68')
+    assert torch.equal(clip.positional_embedding, stretch_positions(tiny_clip.positional_embedding))
+    assert CLIPTextEncoder(clip_model=clip).context_length == 68

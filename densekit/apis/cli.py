@@ -79,7 +79,7 @@ def add_mode_arg(g, help_tail: str = ''):
 
 def add_vfm_args(g):
     """``--vfm``, ``--vfm-checkpoint``: ProxyCLIP's proxy (docs/proxyclip.md)."""
-    g.add_argument('--vfm', help='vision foundation model for --mode proxyclip: shapes_dino_tiny '
+    g.add_argument('--vfm', help='vision foundation model for --mode proxyclip: dino_shapes_tiny '
                                  '(the embedded shapes-tiny\'s, shipped), dino_vitb8, '
                                  'dinov2_vitb14_reg, sam_vitb, ... (densekit/vfm/presets.py)')
     g.add_argument('--vfm-checkpoint', help='local weights of --vfm (the official .pth)')

@@ -5,6 +5,7 @@
 >>> result = segment(model, 'street.jpg', vocabulary='road, car, person, sky; clouds')
 >>> result.label.shape, result.classes[:2], result.summary()['classes'][0]
 """
+import os.path as osp
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
@@ -18,7 +19,8 @@ from ..utils.io import UNKNOWN_16BIT, encode_label_map, label_encoding, read_ima
 # Inference protocol of the training-free papers (SCLIP / NACLIP): short side 336,
 # 224 crops with stride 112, logit scale 40.
 DEFAULTS = dict(short_side=336, crop=224, stride=112, logit_scale=40.0, dense_mode='naclip',
-                proposal_dense_mode='naclip', region_dense_mode='naclip', background=())
+                proposal_dense_mode='naclip', region_dense_mode='naclip', background=(),
+                proxy_pad=56)
 # The embedded default was trained on 64 px views (docs/model_card_shapes_tiny.md): it slides
 # 64 px windows, as configs/_base_/models/zero_shot_shapes_tiny.py does. Its image tower is
 # mean-pooled, so its plain patch embeddings are its best dense map; superpixel proposals pool
@@ -28,7 +30,7 @@ DEFAULTS = dict(short_side=336, crop=224, stride=112, logit_scale=40.0, dense_mo
 MODEL_DEFAULTS = {'shapes-tiny': dict(short_side=224, crop=64, stride=32, dense_mode='vanilla',
                                       proposal_dense_mode='clearclip',
                                       region_dense_mode='maskclip',
-                                      background=STUFF_CLASSES)}
+                                      background=STUFF_CLASSES, proxy_pad=8)}
 
 # The label a segmentor built here gives unknown pixels: outside any vocabulary densekit
 # encodes (label PNGs hold at most 65534 classes), so it never collides with a class index.
@@ -61,7 +63,8 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
                      logit_scale: Optional[float] = None, prob_thd: float = 0.0,
                      bg_index: Optional[int] = 0, refine: Optional[bool] = None,
                      mode_cfg: Optional[dict] = None, proposals: Optional[str] = None,
-                     background: Optional[Sequence[str]] = None,
+                     background: Optional[Sequence[str]] = None, vfm: Optional[str] = None,
+                     vfm_checkpoint: Optional[str] = None,
                      clipn_rule: Optional[str] = 'atd',
                      **model_overrides) -> Config:
     """An mmseg config (model + test pipeline) for an OpenVocabSegmentor, or, with
@@ -77,6 +80,9 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
     "no" text tower) ``clipn_rule`` (``'atd'``, ``'ctw'``, ``None``: off) marks pixels and masks
     that are none of the classes unknown (docs/vocabularies.md)."""
     d = dict(DEFAULTS, **MODEL_DEFAULTS.get(model, {}))
+    # dense_mode='proxyclip' needs vfm, a vision foundation model of densekit.vfm.VFM_PRESETS
+    # (dino_shapes_tiny for shapes-tiny, dino_vitb8 + vfm_checkpoint for ViT-B/16); with a vfm
+    # the backbone is a ProxyCLIPBackbone (VFM built once) that runs every mode (docs/proxyclip.md)
     if proposals is not None and proposals not in PROPOSAL_METHODS:
         raise ValueError(f'unknown proposals {proposals!r}; expected one of '
                          f'{sorted(PROPOSAL_METHODS)}')
@@ -89,11 +95,17 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
     crop, stride = crop or d['crop'], stride or d['stride']
     test_cfg = (dict(mode='slide', crop_size=(crop, crop), stride=(stride, stride))
                 if slide else dict(mode='whole'))
+    backbone = proxyclip_backbone(dense_mode, vfm, vfm_checkpoint, mode_cfg,
+                                  pad_multiple=d['proxy_pad'])
+    if backbone is None:
+        backbone = dict(type='densekit.CLIPVisionBackbone', dense_mode=dense_mode,
+                        mode_cfg=mode_cfg or {})
+    elif dense_mode == 'proxyclip':   # crops padded to a multiple of the VFM's and CLIP's patches
+        model_overrides = dict(dict(pad_to_patch=True), **model_overrides)
     model_cfg = dict(
         type='OpenVocabSegmentor',
         clip=dict(model=model, pretrained=pretrained, checkpoint=checkpoint),
-        backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode=dense_mode,
-                      mode_cfg=mode_cfg or {}),
+        backbone=backbone,
         text_encoder=dict(templates=templates),
         vocabulary=vocabulary,
         logit_scale=logit_scale or d['logit_scale'],
@@ -119,6 +131,39 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
             dict(type='LoadImageFromFile'),
             dict(type='Resize', scale=(2048, short_side), keep_ratio=True),
             dict(type='PackSegInputs')]))
+
+
+def proxyclip_backbone(dense_mode: Optional[str], vfm: Optional[str],
+                       vfm_checkpoint: Optional[str] = None, mode_cfg: Optional[dict] = None,
+                       pad_multiple: int = 56) -> Optional[dict]:
+    """The ``densekit.ProxyCLIPBackbone`` config for a VFM name (+ local weights), ``None``
+    without ``vfm``; a clear error for ``proxyclip`` without a VFM."""
+    from ..vfm import VFM_PRESETS, list_vfms
+    if vfm is None:
+        if vfm_checkpoint is not None:
+            raise ValueError('a VFM checkpoint needs the VFM it belongs to: pass vfm=<name> '
+                             f'(--vfm), one of {list_vfms()}')
+        if dense_mode == 'proxyclip':
+            raise ValueError(
+                "dense mode 'proxyclip' needs a vision foundation model as its proxy: pass "
+                "vfm='dino_shapes_tiny' (--vfm dino_shapes_tiny) for the embedded shapes-tiny, "
+                "or vfm='dino_vitb8' with vfm_checkpoint=<dino_vitbase8_pretrain.pth> for "
+                f'ViT-B/16 (docs/proxyclip.md); VFM names: {list_vfms()}')
+        return None
+    if vfm not in VFM_PRESETS:
+        raise ValueError(f'unknown VFM {vfm!r}; expected one of {list_vfms()}')
+    if vfm_checkpoint is not None and not osp.isfile(vfm_checkpoint):
+        raise FileNotFoundError(f'VFM checkpoint not found: {vfm_checkpoint}')
+    cfg = dict(mode_cfg or {})
+    if dense_mode != 'proxyclip' and cfg:
+        raise ValueError('with a VFM, mode_cfg applies to proxyclip only; switch modes with '
+                         'model.backbone.set_dense_mode(name, **cfg)')
+    bb = dict(type='densekit.ProxyCLIPBackbone', dense_mode=dense_mode,
+              beta=cfg.pop('beta', 1.2), gamma=cfg.pop('gamma', 3.0), pad_multiple=pad_multiple,
+              vfm=dict(type='densekit.VFMBackbone', name=vfm, checkpoint=vfm_checkpoint))
+    if cfg:
+        raise ValueError(f"dense mode 'proxyclip' takes ['beta', 'gamma'], not {sorted(cfg)}")
+    return bb
 
 
 def init_segmentor(config: Union[str, Config, None] = None, device: str = 'cpu',

@@ -27,6 +27,7 @@ Differences from the authors' code, each where theirs is undefined or wrong:
   1``, nearly uniform features) is NaN in the authors' code (softmax of all ``-inf``); here the
   token attends to itself.
 """
+import warnings
 from typing import Optional
 
 import torch
@@ -36,6 +37,7 @@ from mmengine.model import BaseModule
 
 from ..constants import CLIP_MEAN, CLIP_STD
 from ..registry import DENSE_MODES, MODELS
+from .attention import clip_block
 from .backbone import CLIPVisionBackbone
 
 
@@ -104,14 +106,18 @@ class ProxyCLIPBackbone(BaseModule):
 
     Args:
         clip / clip_model: as :class:`CLIPVisionBackbone` (the segmentor passes ``clip_model``).
-        dense_mode: ``'proxyclip'`` (the only guided mode so far; named so configs and tools read
-            ``backbone.dense_mode`` as for :class:`CLIPVisionBackbone`).
+        dense_mode: ``'proxyclip'`` (default): the guided last block. Any other mode name runs
+            the CLIP tower alone in that mode (:class:`CLIPVisionBackbone`), so one model (and
+            one VFM, built once) can switch between ProxyCLIP and the unguided modes, as the web
+            demo does (:meth:`set_dense_mode`).
         vfm: config of the proxy, e.g. ``dict(type='densekit.VFMBackbone', name='dino_vitb8',
             checkpoint='dino_vitbase8_pretrain.pth')``.
         beta, gamma: ProxyCLIP's similarity shift and scale (1.2, 3.0).
         pad_multiple: the multiple the segmentor pads crops to with ``pad_to_patch=True`` (56:
             the authors' ``compute_padsize(H, W, 56)``, a multiple of the 8 and 14 px VFM
             patches; CLIP's 16 px grid floors, as in their code).
+        precision: ``fp32``, ``bf16`` / ``fp16`` (autocast around CLIP and the VFM; maps are
+            float32) or ``int8`` (dynamic int8 MLPs in CLIP and the VFM); :meth:`set_precision`.
 
     ``forward(x)`` takes CLIP-normalised images ``[B, 3, H, W]`` and returns ``(dense,)``,
     ``dense [B, D, h', w']`` at the VFM's grid (what :class:`ZeroShotPixelTextHead` reads).
@@ -121,20 +127,20 @@ class ProxyCLIPBackbone(BaseModule):
 
     def __init__(self, clip: Optional[dict] = None, clip_model: Optional[nn.Module] = None,
                  vfm: Optional[dict] = None, dense_mode: str = 'proxyclip', beta: float = 1.2,
-                 gamma: float = 3.0, pad_multiple: int = 56, frozen: bool = True, init_cfg=None):
+                 gamma: float = 3.0, pad_multiple: int = 56, frozen: bool = True,
+                 precision: str = 'fp32', init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        if dense_mode != 'proxyclip':
-            raise ValueError(f"ProxyCLIPBackbone runs dense_mode='proxyclip', got {dense_mode!r} "
-                             '(other modes: densekit.CLIPVisionBackbone)')
-        self.dense_mode = dense_mode
-        self.clip = CLIPVisionBackbone(clip=clip, clip_model=clip_model, dense_mode='vanilla',
+        unguided = 'vanilla' if dense_mode == 'proxyclip' else dense_mode
+        self.clip = CLIPVisionBackbone(clip=clip, clip_model=clip_model, dense_mode=unguided,
                                        frozen=frozen)
         if not self.clip.is_vit:
             raise ValueError('ProxyCLIP needs a ViT CLIP tower')
         self.vfm = MODELS.build(dict(vfm or dict(type='densekit.VFMBackbone')))
         self.beta, self.gamma = float(beta), float(gamma)
         self.pad_multiple = int(pad_multiple)
+        self.dense_mode = dense_mode
         self.precision = 'fp32'
+        self.set_precision(precision)
 
     @property
     def visual(self):
@@ -142,39 +148,113 @@ class ProxyCLIPBackbone(BaseModule):
 
     @property
     def patch_size(self) -> int:
-        """The padding multiple (the segmentor pads crops to it with ``pad_to_patch``)."""
-        return self.pad_multiple
+        """The padding multiple in ProxyCLIP mode (the segmentor pads crops to it with
+        ``pad_to_patch``), CLIP's patch otherwise."""
+        return self.pad_multiple if self.dense_mode == 'proxyclip' else self.clip.patch_size
 
     @property
     def embed_dim(self) -> int:
         return self.clip.embed_dim
 
-    def set_precision(self, precision: str):
-        if precision != 'fp32':
-            raise ValueError(f'ProxyCLIPBackbone runs in fp32 only, got {precision!r}')
+    @property
+    def mode_cfg(self) -> dict:
+        if self.dense_mode == 'proxyclip':
+            return dict(beta=self.beta, gamma=self.gamma)
+        return self.clip.mode_cfg
+
+    def set_dense_mode(self, name: str, **cfg):
+        """``'proxyclip'`` (``beta`` / ``gamma`` options; those not given are kept) or any mode
+        of :meth:`CLIPVisionBackbone.set_dense_mode` (the CLIP tower alone; the VFM is kept
+        for the next switch back)."""
+        if name == 'proxyclip':
+            extra = sorted(set(cfg) - {'beta', 'gamma'})
+            if extra:
+                raise ValueError(f"dense mode 'proxyclip' takes ['beta', 'gamma'], not {extra}")
+            self.beta = float(cfg.get('beta', self.beta))
+            self.gamma = float(cfg.get('gamma', self.gamma))
+        else:
+            self.clip.set_dense_mode(name, **cfg)
+        self.dense_mode = name
         return self
+
+    def set_precision(self, precision: str):
+        """As :meth:`CLIPVisionBackbone.set_precision`, for CLIP and the VFM: ``bf16`` /
+        ``fp16`` autocast both; ``int8`` quantizes both towers' MLP linear layers (dynamic int8,
+        in place: rebuild the model to go back)."""
+        self.clip.set_precision(precision)           # checks the name and the int8 rule
+        if precision == 'int8' and self.precision != 'int8':
+            from torch.ao.quantization import quantize_dynamic
+            net = self.vfm.model
+            blocks = net.blocks
+            with warnings.catch_warnings():     # torch.ao's eager API warns it moves to torchao
+                warnings.simplefilter('ignore')
+                for blk in blocks:
+                    quantize_dynamic(blk.mlp, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        self.precision = precision
+        return self
+
+    def crop_bytes(self, h: int, w: int) -> int:
+        """Float32 bytes of one ``h x w`` crop's widest activations, for the segmentor's
+        ``crops_per_pass`` (slide crops batched within ``crop_batch_mb``): per tower, tokens x
+        width x 12 (residual stream, q/k/v, the 4x MLP) + heads x tokens^2 x 2 (attention), as
+        the segmentor counts a CLIP tower; in ProxyCLIP mode the VFM's tower too and the proxy
+        attention (``S`` and ``A``: M^2 x 2) with its values (M x width x 2)."""
+        def tower(tokens, width, heads):
+            return tokens * width * 12 + heads * tokens ** 2 * 2
+        t = self.clip.visual.transformer
+        p = self.clip.patch_size
+        n_clip = (h // p) * (w // p) + 1
+        total = tower(n_clip, t.width, t.resblocks[0].attn.num_heads)
+        if self.dense_mode == 'proxyclip':
+            gh, gw = self.vfm.output_grid(h, w)
+            m = gh * gw
+            arch = self.vfm.arch
+            total += tower(m + 1, arch['embed_dim'], arch['num_heads']) + m * m * 2 \
+                + m * t.width * 2
+        return 4 * total
 
     def guide(self, x: torch.Tensor) -> torch.Tensor:
         """The VFM's features ``[B, C, h', w']`` of CLIP-normalised images ``x``."""
         xv = renormalize(x, CLIP_MEAN, CLIP_STD, self.vfm.mean, self.vfm.std)
         return self.vfm.forward_features(xv)
 
-    def forward_dense(self, x: torch.Tensor, with_global: bool = False) -> dict:
-        """``dense [B, D, h', w']`` at the VFM's grid, ``guide`` and ``grid`` ``(h', w')``."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f'expected images [B, 3, H, W], got {tuple(x.shape)}')
+    def _forward_proxy(self, x: torch.Tensor, with_global: bool) -> dict:
         guide = self.guide(x)
         v = self.clip.visual
         tokens, grid = self.clip.embed_tokens(x)
         blocks = v.transformer.resblocks
+        run = clip_block if self.precision in ('bf16', 'fp16') else None   # as CLIPVisionBackbone
         for blk in blocks[:-1]:
-            tokens = blk(tokens)
+            tokens = run(blk, tokens) if run is not None else blk(tokens)
         y = proxyclip(blocks[-1], tokens, grid, guide=guide, beta=self.beta, gamma=self.gamma)
         gh, gw = guide.shape[-2:]
         dense = v.ln_post(y[:, 1:]) @ v.proj                      # [B, h'*w', D]
         dense = dense.transpose(1, 2).reshape(x.shape[0], -1, gh, gw).contiguous()
+        pooled = None
+        if with_global:                # CLIP's own last block and pooling (the global embedding)
+            last = blocks[-1]
+            pooled, _ = v._pool(run(last, tokens) if run is not None else last(tokens))
+            if v.proj is not None:
+                pooled = pooled @ v.proj
         return dict(dense=dense, guide=guide, grid=(gh, gw), clip_grid=grid, features=[],
-                    global_embed=None)
+                    global_embed=pooled)
+
+    def forward_dense(self, x: torch.Tensor, with_global: bool = False) -> dict:
+        """In ProxyCLIP mode: ``dense [B, D, h', w']`` at the VFM's grid, ``guide``, ``grid``
+        ``(h', w')``, CLIP's ``clip_grid`` and (``with_global``) CLIP's ``global_embed``; in
+        other modes :meth:`CLIPVisionBackbone.forward_dense`. Maps are float32 under bf16 /
+        fp16, else in the towers' dtype."""
+        if self.dense_mode != 'proxyclip':
+            return self.clip.forward_dense(x, with_global=with_global)
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f'expected images [B, 3, H, W], got {tuple(x.shape)}')
+        with self.clip._autocast(x.device.type):
+            out = self._forward_proxy(x, with_global)
+        if self.precision in ('bf16', 'fp16'):            # callers get float32 maps
+            for k in ('dense', 'guide', 'global_embed'):
+                if out[k] is not None:
+                    out[k] = out[k].float()
+        return out
 
     def forward(self, x: torch.Tensor):
         return (self.forward_dense(x)['dense'],)

@@ -236,6 +236,10 @@ class OpenVocabSegmentor(EncoderDecoder):
         """
         if self.crop_batch_mb <= 0:
             return 1
+        if hasattr(self.backbone, 'crop_bytes'):     # its own estimate (ProxyCLIP: CLIP + VFM)
+            per_crop = (self.backbone.crop_bytes(crop_h, crop_w)
+                        + 4 * max(self.out_channels, 1) * crop_h * crop_w * 2)
+            return max(1, int(self.crop_batch_mb * 2 ** 20 // per_crop))
         p = self.backbone.patch_size
         tokens = (crop_h + p - 1) // p * ((crop_w + p - 1) // p) + 1
         if self.backbone.is_vit:

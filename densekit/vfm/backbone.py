@@ -22,6 +22,7 @@ to the encoder's size (1024 for the official models), as the authors do.
 Inputs are ImageNet-normalised (``mean`` / ``std`` attributes, 0-1 scale), the normalisation all
 four families were trained with (SAM's 0-255 pixel mean / std are the same numbers).
 """
+import os.path as osp
 from typing import Optional, Tuple
 
 import torch
@@ -118,7 +119,8 @@ class VFMBackbone(BaseModule):
             not fit fails naming the missing / unexpected / mis-shaped keys.
         pretrained: load the timm tag of the row (needs a network; not for SAM).
         arch: architecture kwargs overriding the row's (e.g. a smaller ``img_size``).
-        allow_random: build a real-size model without weights (plumbing tests only).
+        allow_random: build a real-size model without weights (plumbing tests only); for a
+            row with shipped weights (``dino_shapes_tiny``), skip them (random weights).
         frozen: eval mode, no gradients.
 
     ``forward(x)`` returns ``(features,)`` (mmseg's backbone contract); ``x`` is
@@ -137,7 +139,15 @@ class VFMBackbone(BaseModule):
         row = VFM_PRESETS[name]
         self.name, self.family = name, row['family']
         self.arch = dict(row['arch'], **(arch or {}))
-        is_tiny = row['file'] is None
+        is_tiny = row['file'] is None and row.get('shipped') is None
+        if row.get('shipped') and checkpoint is None and not pretrained and not allow_random:
+            # weights trained in-house and shipped in the package (densekit/weights)
+            from ..clip.builder import WEIGHTS_DIR
+            checkpoint = osp.join(WEIGHTS_DIR, row['shipped'])
+            if not osp.isfile(checkpoint):
+                raise FileNotFoundError(
+                    f'the weights of VFM {name} are missing at {checkpoint}; train them with '
+                    'tools/train_shapes_dino.py (docs/proxyclip.md) or pass allow_random=True')
         if checkpoint is None and not pretrained and not (is_tiny or allow_random):
             raise ValueError(
                 f'VFM {name} needs weights: checkpoint=<path to the official {row["file"]}> '
@@ -209,7 +219,7 @@ class VFMBackbone(BaseModule):
             return s, s
         return h // self.patch_size, w // self.patch_size
 
-    def _vit_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _vit_tokens(self, x: torch.Tensor):
         m = self.model
         fam = FAMILIES[self.family]
         t = m.patch_embed.proj(x)                                    # [B, C, h, w]
@@ -230,8 +240,19 @@ class VFMBackbone(BaseModule):
         t = m.norm_pre(t)
         for blk in m.blocks:
             t = blk(t)
-        t = m.norm(t)[:, m.num_prefix_tokens:]                       # [B, h*w, C]
-        return t.transpose(1, 2).reshape(b, c, h, w)
+        return m.norm(t), (h, w)
+
+    def _vit_features(self, x: torch.Tensor) -> torch.Tensor:
+        t, (h, w) = self._vit_tokens(x)
+        t = t[:, self.model.num_prefix_tokens:]                       # [B, h*w, C]
+        return t.transpose(1, 2).reshape(t.shape[0], -1, h, w)
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """All last-layer tokens ``[B, prefix + h*w, C]`` (class token first) of ImageNet-
+        normalised ``x``; ViT families only (DINO training reads the class token)."""
+        if self.family == 'sam':
+            raise ValueError('SAM encoders have no tokens of their own; use forward_features')
+        return self._vit_tokens(x.to(self.model.patch_embed.proj.weight.dtype))[0]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, 3, H, W]`` (ImageNet-normalised) -> features ``[B, C, h, w]``."""

@@ -3,7 +3,8 @@
 A row names its ``family`` (how the network is built and run, :mod:`densekit.vfm.backbone`), the
 architecture kwargs, the official checkpoint file a user downloads, and the timm tag that
 ``pretrained=True`` loads on a machine with a network. ``*_tiny`` rows are random two-block
-versions of each family for tests and offline plumbing.
+versions of each family for tests and offline plumbing; ``dino_shapes_tiny`` is a small DINO
+trained on Shapes images whose weights ship in ``densekit/weights`` (``shipped``).
 
 Official files (download once, pass ``checkpoint=/path/to/file``):
 
@@ -68,6 +69,11 @@ VFM_PRESETS = {
     'sam_vith': dict(family='sam', arch=dict(embed_dim=1280, depth=32, num_heads=16,
                                              global_attn_indexes=(7, 15, 23, 31), img_size=1024),
                      file='sam_vit_h_4b8939.pth', timm=None),
+    # trained in-house on Shapes images with DINO (densekit/vfm/dino_training.py), shipped:
+    # the Shapes world's proxy for ProxyCLIP next to the shapes-tiny CLIP (docs/proxyclip.md)
+    'dino_shapes_tiny': dict(family='dino', arch=dict(embed_dim=96, depth=4, num_heads=3,
+                                                      patch_size=4, img_size=64),
+                             file=None, timm=None, shipped='dino-shapes-tiny.safetensors'),
     # random two-block versions (tests, offline plumbing)
     'dino_tiny': dict(family='dino', arch=dict(_TINY, patch_size=8, img_size=64), file=None,
                       timm=None),

@@ -37,7 +37,7 @@ import torch
 from flask import Flask, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from ..apis.cli import dense_mode_names
+from ..apis.cli import model_mode_names
 from ..apis.interactive import InteractiveSegmenter, PromptError
 from ..utils.io import ImageReadError, ImageTooLargeError
 from ..utils.io import decode_image as decode_bytes
@@ -131,9 +131,12 @@ class DemoEngine:
     def settings(self, mode, vocab):
         """Apply a request's dense mode (``None``: keep) and vocabulary; call under ``lock``."""
         if mode is not None:
-            if mode not in dense_mode_names():
-                raise DemoError(f'unknown dense mode {mode!r}; choose one of '
-                                f'{", ".join(dense_mode_names())}')
+            modes = model_mode_names(self.model.backbone)
+            if mode == 'proxyclip' and mode not in modes:
+                raise DemoError('proxyclip needs a vision foundation model: start the demo with '
+                                '--mode proxyclip --vfm NAME (dino_shapes_tiny for shapes-tiny)')
+            if mode not in modes:
+                raise DemoError(f'unknown dense mode {mode!r}; choose one of {", ".join(modes)}')
             try:
                 self.interactive.set_dense_mode(mode)
             except ValueError as e:
@@ -146,7 +149,7 @@ class DemoEngine:
 
 def build_engine(model: str = 'shapes-tiny', pretrained=None, checkpoint=None,
                  dense_mode: Optional[str] = None, sam_checkpoint=None, sam_type: str = 'vit_b',
-                 vocabulary=None, device: str = 'cpu',
+                 vocabulary=None, device: str = 'cpu', vfm=None, vfm_checkpoint=None,
                  proposals: str = 'dense-regions', precision: str = 'fp32',
                  templates: str = 'imagenet80', clipn_rule: Optional[str] = 'atd'
                  ) -> DemoEngine:
@@ -154,6 +157,8 @@ def build_engine(model: str = 'shapes-tiny', pretrained=None, checkpoint=None,
     map's regions named by crops, the best measured method with shapes-tiny; ``'slic'``:
     superpixels named by the pooling + crop ensemble); clicks are always named by the ensemble.
     ``dense_mode`` None: the model's default for that method (``segmentor_config``).
+    ``vfm`` (+ ``vfm_checkpoint``): ProxyCLIP's proxy, built once; the page can then switch to
+    and from ``proxyclip`` (docs/proxyclip.md).
     ``templates``: a template set or a language (``'de'``, ``'zh'``: multilingual CLIPs);
     ``clipn_rule``: how a CLIPN checkpoint's "no" tower marks pixels unknown (docs/vocabularies.md).
     """
@@ -163,6 +168,7 @@ def build_engine(model: str = 'shapes-tiny', pretrained=None, checkpoint=None,
     vocab = list(vocabulary or CLASSES)
     seg = init_segmentor(model=model, pretrained=pretrained, checkpoint=checkpoint,
                          dense_mode=dense_mode, vocabulary=vocab, proposals=proposals,
+                         vfm=vfm, vfm_checkpoint=vfm_checkpoint,
                          bg_index=None, device=device, templates=templates,
                          clipn_rule=clipn_rule)
     if precision != 'fp32':
@@ -215,7 +221,7 @@ class DemoHandlers:
     # ------------------------------------------------------------------ routes
     def config(self):
         e = self.engine
-        return jsonify(examples=list(self.examples), modes=dense_mode_names(),
+        return jsonify(examples=list(self.examples), modes=model_mode_names(e.model.backbone),
                        mode=e.model.backbone.dense_mode, vocabulary=', '.join(e.default_vocab),
                        sam=e.sam is not None, max_upload_mb=MAX_UPLOAD_MB, max_side=MAX_SIDE,
                        max_megapixels=MAX_PIXELS // 1_000_000)

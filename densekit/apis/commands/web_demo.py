@@ -3,6 +3,7 @@
     python demo/web_demo.py                          # embedded shapes-tiny CLIP
     python demo/web_demo.py --port 8000
     python demo/web_demo.py --model ViT-B-16 --pretrained openai --mode naclip
+    python demo/web_demo.py --vfm dino_shapes_tiny   # the page can also choose proxyclip
     python demo/web_demo.py --model ViT-B-16-quickgelu --checkpoint ViT-B-16.pt \
         --sam-checkpoint sam_vit_b_01ec64.pth --sam-type vit_b
 
@@ -16,6 +17,7 @@ from ..cli import (
     EXIT_USAGE,
     add_clip_args,
     add_precision_arg,
+    add_vfm_args,
     dense_mode_names,
     error_line,
 )
@@ -29,10 +31,11 @@ def parse_args(argv=None):
                    help='address to serve on (default 127.0.0.1: this machine only)')
     p.add_argument('--port', type=int, default=7860)
     add_clip_args(p)
-    p.add_argument('--mode', default=None, choices=dense_mode_names(),
+    p.add_argument('--mode', default=None, choices=dense_mode_names() + ['proxyclip'],
                    help='initial dense attention mode (the page can change it; default: the '
                         "model's for the --proposals method, maskclip for shapes-tiny's dense "
-                        'regions, naclip for other CLIPs)')
+                        'regions, naclip for other CLIPs; proxyclip needs --vfm)')
+    add_vfm_args(p)
     p.add_argument('--proposals', default='dense-regions', choices=['dense-regions', 'slic'],
                    help='how Segment works: name the dense map\'s regions from crops (default) '
                         'or name SLIC superpixels')
@@ -70,6 +73,7 @@ def main(argv=None, serve: bool = True) -> int:
         app = create_app(model=args.model, pretrained=args.pretrained,
                          checkpoint=args.checkpoint, dense_mode=args.mode,
                          proposals=args.proposals, sam_checkpoint=args.sam_checkpoint,
+                         vfm=args.vfm, vfm_checkpoint=args.vfm_checkpoint,
                          sam_type=args.sam_type, vocabulary=vocab, device=args.device,
                          precision=args.precision, num_threads=args.threads,
                          templates=args.templates,

@@ -10,6 +10,9 @@ the authors' loop in the same run (docs/speed.md).
     python tools/benchmark.py --model ViT-B-16 --text
     # naming N masks by mask pooling
     python tools/benchmark.py --model ViT-B-16 --height 336 --width 448 --masks 10 100 500
+    # ProxyCLIP (DINO ViT-B/8 proxy, random weights of its size) vs NACLIP on the same input
+    python tools/benchmark.py --model ViT-B-16 --size 336 --crop 336 --stride 112 \\
+        --modes naclip proxyclip --vfm dino_vitb8
 
 Without ``--reference/--precision/--text/--masks`` it prints one row per mode: backbone forward
 ms/image, whole-image and slide segmentation images/s, peak resident memory. Random weights are
@@ -48,11 +51,28 @@ def build(args, mode=None, precision='fp32', vocab=None, templates='single'):
             cfg.model.vocabulary = vocab
         elif isinstance(cfg.model.vocabulary, str) and not os.path.isabs(cfg.model.vocabulary):
             cfg.model.vocabulary = os.path.join(ROOT, cfg.model.vocabulary)  # repo-relative
+        _vfm_weights(cfg.model, args)
         return init_segmentor(cfg)
+    from densekit.apis import segmentor_config
     d = dict(DEFAULTS, **MODEL_DEFAULTS.get(args.model, {}))
-    return init_segmentor(model=args.model, pretrained=args.pretrained, dense_mode=mode,
-                          vocabulary=vocab, templates=templates, precision=precision,
-                          crop=args.crop or d['crop'], stride=args.stride or d['stride'])
+    vfm = getattr(args, 'vfm', None) if mode == 'proxyclip' else None
+    cfg = segmentor_config(model=args.model, pretrained=args.pretrained, dense_mode=mode,
+                           vocabulary=vocab, templates=templates, precision=precision,
+                           crop=args.crop or d['crop'], stride=args.stride or d['stride'],
+                           vfm=vfm, vfm_checkpoint=getattr(args, 'vfm_checkpoint', None)
+                           if vfm else None)
+    _vfm_weights(cfg.model, args)
+    return init_segmentor(cfg)
+
+
+def _vfm_weights(model_cfg, args):
+    """ProxyCLIP's VFM: --vfm-checkpoint, else seeded random weights of the real size (as
+    for CLIP without --pretrained: the same compute)."""
+    vfm = model_cfg.get('backbone', {}).get('vfm')
+    if vfm is None:
+        return
+    ckpt = getattr(args, 'vfm_checkpoint', None)
+    vfm.update(checkpoint=ckpt, pretrained=False, allow_random=ckpt is None)
 
 
 def vocabulary(args):
@@ -135,7 +155,11 @@ def main(argv=None) -> int:
     p.add_argument('--crop', type=int, default=None)
     p.add_argument('--stride', type=int, default=None)
     p.add_argument('--modes', nargs='+',
-                   default=['vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'])
+                   default=['vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'],
+                   help='dense modes; proxyclip needs --vfm')
+    p.add_argument('--vfm', help='ProxyCLIP\'s proxy for --modes proxyclip (e.g. dino_vitb8; '
+                                 'random weights of its size unless --vfm-checkpoint)')
+    p.add_argument('--vfm-checkpoint', help='weights of --vfm (also for a --config\'s VFM)')
     p.add_argument('--classes', type=int, default=20, help='synthetic vocabulary size')
     p.add_argument('--vocabulary', help='a vocabulary file for the image benchmarks')
     p.add_argument('--repeat', type=int, default=5)

@@ -14,6 +14,8 @@ from densekit.apis import init_segmentor, segment, segmentor_config
 from densekit.apis.cli import dense_mode_names, infer_main, model_mode_names
 from densekit.clip.proxy import ProxyCLIPBackbone
 
+from numerics import F64_ATOL
+
 FAST = ['--short-side', '64', '--crop', '64', '--stride', '32', '--no-progress',
         '--templates', 'single']
 VOCAB = ['sky', 'grass', 'circle', 'star']
@@ -169,3 +171,91 @@ def test_web_demo_command_vfm_flags(capsys):
     assert "'proxyclip' needs a vision foundation model" in capsys.readouterr().err
     assert main(['--mode', 'proxyclip', '--vfm', 'dino_tiny', '--vocab', 'sky, star'],
                 serve=False) == 0
+
+
+# ----------------------------------------------------------------------------- precision, speed
+def _rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def _proxy_backbone(seed=0):
+    from densekit.clip import build_clip
+    torch.manual_seed(seed)
+    clip = build_clip('densekit-tiny-vit')
+    return ProxyCLIPBackbone(clip_model=clip, vfm=dict(type='densekit.VFMBackbone',
+                                                       name='dino_tiny'), pad_multiple=8)
+
+
+def test_proxyclip_honours_bf16():
+    bb = _proxy_backbone()
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = bb.forward_dense(x, with_global=True)
+        bb.set_precision('bf16')
+        out = bb.forward_dense(x, with_global=True)
+    assert out['dense'].dtype == torch.float32 and out['global_embed'].dtype == torch.float32
+    # bf16 keeps 8 significant bits (u = 2^-8), ~u per rounded matmul input: CLIP's patch
+    # embedding, 2 blocks x 2 stages, the value / out projections and proj (6), the VFM's patch
+    # embedding and 2 blocks x 2 stages (5), the proxy similarity and A.v (2): ~(6 + 5 + 2)u
+    assert _rel_err(out['dense'], ref['dense']) < 13 * 2 ** -8
+    assert _rel_err(out['global_embed'], ref['global_embed']) < 13 * 2 ** -8
+    assert not torch.equal(out['dense'], ref['dense'])              # the flag took effect
+    bb.set_precision('fp32')
+    with torch.no_grad():
+        assert torch.equal(bb.forward_dense(x)['dense'], ref['dense'])
+
+
+def test_proxyclip_int8_quantizes_both_towers():
+    bb = _proxy_backbone()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = bb(x)[0]
+        bb.set_precision('int8')
+        out = bb(x)[0]
+    for mlp in (bb.vfm.model.blocks[0].mlp, bb.clip.visual.transformer.resblocks[0].mlp):
+        assert any(type(m).__module__.startswith('torch.ao.nn.quantized') for m in mlp.modules())
+    # int8 per-tensor weights and activations: u = 1/255 of the range per rounding; CLIP's 3 and
+    # the VFM's 2 blocks x 2 quantized layers (weights and inputs each) -> ~(5 * 2 * 2)u
+    assert _rel_err(out, ref) < 20 / 255 and not torch.equal(out, ref)
+    with pytest.raises(ValueError, match='quantized to int8'):
+        bb.set_precision('fp32')
+
+
+def test_slide_crops_batch_with_the_vfm_counted():
+    m = init_segmentor(dense_mode='proxyclip', vfm='dino_tiny', vocabulary=VOCAB,
+                       templates='single').double()
+    bb = m.backbone
+    per = bb.crop_bytes(64, 64)
+    bb.set_dense_mode('naclip')
+    assert bb.crop_bytes(64, 64) < per                  # the VFM and the proxy attention count
+    bb.set_dense_mode('proxyclip')
+    m.crop_batch_mb = 4 * (per + 4 * len(VOCAB) * 64 * 64 * 2) / 2 ** 20
+    assert m.crops_per_pass(64, 64) == 4
+    # batched crops give the one-crop-at-a-time result (mean(S) per image; the same formula:
+    # compared in float64)
+    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(6),
+                    dtype=torch.float64)
+    calls = []
+    hook = bb.register_forward_pre_hook(lambda mod, a: calls.append(a[0].shape[0]))
+    try:
+        with torch.no_grad():
+            batched = m.slide_inference(x, m.batch_metas(x))
+            assert max(calls) == 4
+            m.crop_batch_mb = 0
+            calls.clear()
+            single = m.slide_inference(x, m.batch_metas(x))
+            assert set(calls) == {1}
+    finally:
+        hook.remove()
+    assert batched.dtype == torch.float64 and (batched - single).abs().max() <= F64_ATOL
+
+
+def test_benchmark_compares_proxyclip_and_naclip(capsys):
+    from densekit.apis.commands.benchmark import main
+    assert main(['--model', 'densekit-tiny-vit', '--size', '64', '--crop', '64', '--stride',
+                 '32', '--modes', 'naclip', 'proxyclip', '--vfm', 'dino_tiny', '--repeat', '1',
+                 '--threads', '1', '--classes', '3', '--json']) == 0
+    out = json.loads([ln for ln in capsys.readouterr().out.splitlines()
+                      if ln.startswith('{')][-1])
+    assert [r['mode'] for r in out['overview']] == ['naclip', 'proxyclip']
+    assert all(r['backbone_ms'] > 0 for r in out['overview'])

@@ -48,6 +48,9 @@ class RegionCLIPClassifier(OpenVocabMixin, BaseDetector):
             outside the image after clipping); ``'drop'`` skips them. Boxes are always clipped
             to the image. ``pred_instances.box_index`` maps predictions to the input boxes.
         attribute_threshold: multi-label attributes at or above it are listed by name.
+        clipn_rule: with a CLIPN checkpoint (a "no" text tower, :mod:`densekit.clip.clipn`),
+            boxes that are none of the classes are dropped: ``'atd'`` (default) or ``'ctw'``;
+            ``None`` ignores the tower.
     """
 
     def __init__(self,
@@ -67,6 +70,7 @@ class RegionCLIPClassifier(OpenVocabMixin, BaseDetector):
                  crop: Optional[dict] = None,
                  invalid_boxes: str = 'error',
                  attribute_threshold: float = 0.5,
+                 clipn_rule: Optional[str] = 'atd',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor or clip_det_preprocessor(),
@@ -95,6 +99,11 @@ class RegionCLIPClassifier(OpenVocabMixin, BaseDetector):
         self._init_open_vocab(clip_model, text_encoder, vocabulary, base_classes, attributes,
                               attribute_exclusive)
         self.logit_scale = float(logit_scale) if logit_scale else self.clip_logit_scale
+        from ..clip.clipn import RULES
+        if clipn_rule is not None and clipn_rule not in RULES:
+            raise ValueError(f'clipn_rule must be one of {RULES} or None, got {clipn_rule!r}')
+        self.clipn_rule = clipn_rule
+        self.no_scale = float(clip_model.logit_scale.detach().exp())   # CLIPN's yes / no scale
 
     def _attribute_head(self):
         return self.attribute_head
@@ -158,6 +167,12 @@ class RegionCLIPClassifier(OpenVocabMixin, BaseDetector):
             box_rows = torch.arange(len(e), device=e.device)[:, None].expand(-1, k).flatten()
             scores, labels = scores.flatten(), labels.flatten()
             keep = scores >= self.score_thr
+            if self.clipn_rule is not None and self.text_encoder.no_tower is not None:
+                from ..clip.clipn import clipn_scores  # CLIPN: drop "none of these" boxes
+                no = self.no_class_embeddings(vocab).to(e)
+                _, unknown = clipn_scores((e @ text.t()).T, (e @ no.t()).T, self.logit_scale,
+                                          self.no_scale, rule=self.clipn_rule)
+                keep &= ~unknown[box_rows]
             box_rows, scores, labels = box_rows[keep], scores[keep], labels[keep]
             bboxes = r[box_rows, 1:]
             if rescale and len(bboxes):

@@ -103,6 +103,15 @@ class OpenVocabMixin:
         summed.index_add_(0, text.query_class.to(summed.device), text.embeds)
         return F.normalize(summed, dim=-1)
 
+    def no_class_embeddings(self, vocab: Vocabulary) -> torch.Tensor:
+        """CLIPN's "no" embeddings per class ``[K, D]``, formed as :meth:`class_embeddings`
+        (the CLIP needs a "no" tower: :mod:`densekit.clip.clipn`)."""
+        text = self.text_encoder(vocab)
+        no = self.text_encoder.no_embeddings(vocab)
+        summed = no.new_zeros(len(text.vocabulary), no.shape[1])
+        summed.index_add_(0, text.query_class.to(summed.device), no)
+        return F.normalize(summed, dim=-1)
+
     def _sample_vocabularies(self, batch_data_samples) -> List[Vocabulary]:
         texts = [s.metainfo.get('text') for s in batch_data_samples]
         default = None

@@ -170,3 +170,25 @@ def test_cli_writes_unknown_pixels(tmp_path, tiny_clip):
     assert infer_main(argv + ['--clipn-rule', 'off', '--out', str(tmp_path / 'off')]) == 0
     with open(osp.join(tmp_path / 'off', 'summary.json')) as f:
         assert json.load(f)['images'][0]['unknown_share'] == 0.0
+
+
+def test_region_classifier_drops_boxes(tmp_path, tiny_clip):
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    path, _ = clipn_file(tmp_path, tiny_clip, agree=True)
+    img = torch.randint(0, 255, (3, 64, 96)).float()
+
+    def run(rule):
+        model = MODELS.build(dict(type='RegionCLIPClassifier',
+                                  clip=dict(model='densekit-tiny-vit', checkpoint=path),
+                                  text_encoder=dict(templates='single'), vocabulary=VOCAB,
+                                  clipn_rule=rule)).eval()
+        s = DetDataSample(metainfo=dict(img_shape=(64, 96), ori_shape=(64, 96),
+                                        scale_factor=(1.0, 1.0)))
+        s.proposals = InstanceData(bboxes=torch.tensor([[0., 0, 40, 40], [30, 10, 90, 60]]))
+        return model.test_step(dict(inputs=[img], data_samples=[s]))[0].pred_instances
+
+    # the agreeing "no" tower: ATD rejects every box, CTW none, and off keeps them all
+    assert len(run('atd')) == 0
+    assert len(run('ctw')) == len(run(None)) == 2

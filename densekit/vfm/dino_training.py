@@ -303,8 +303,11 @@ class DINOTrainer:
                     optimizer=self.optimizer.state_dict(), step=torch.tensor(self.step_idx),
                     total_steps=torch.tensor(self.total_steps))
 
-    def load_state_dict(self, state: dict):
-        if int(state['total_steps']) != self.total_steps:
+    def load_state_dict(self, state: dict, retime: bool = False):
+        """Resume a saved run. ``retime=True`` accepts another ``total_steps`` (the schedules,
+        functions of ``step / total_steps``, then end at the new total: a run can be shortened
+        or lengthened on resume)."""
+        if int(state['total_steps']) != self.total_steps and not retime:
             raise ValueError(f'the saved run has {int(state["total_steps"])} steps, this one '
                              f'{self.total_steps}: resume with the same --steps')
         self.student.load_state_dict(state['student'])

@@ -165,6 +165,10 @@ def test_train_command_writes_resumes_and_refuses(tmp_path, capsys):
     assert main(common + ['--steps', '2']) == 2                   # --out exists
     assert 'pass --force' in capsys.readouterr().err
     assert main(common + ['--steps', '2', '--resume', '--force']) == 0   # nothing left to do
+    assert main(common + ['--steps', '3', '--resume', '--force']) == 0   # lengthened on resume
+    assert 'schedules (learning rate' in capsys.readouterr().out
+    log = [json.loads(ln) for ln in open(osp.join(work, 'log.jsonl'))]
+    assert [r['step'] for r in log] == [1, 2, 3]
     assert main(common + ['--vfm', 'sam_tiny', '--steps', '2', '--force']) == 2
     assert main(common + ['--export-only', '--steps', '2']) == 0
     VFMBackbone('dino_tiny', checkpoint=out)

@@ -84,7 +84,14 @@ def main(argv=None) -> int:
                           batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                           out_dim=args.out_dim, seed=args.seed, augmentation=aug)
     if args.resume or args.export_only:
-        trainer.load_state_dict(torch.load(last, map_location='cpu', weights_only=True))
+        state = torch.load(last, map_location='cpu', weights_only=True)
+        saved = int(state['total_steps'])
+        if args.export_only:
+            trainer.total_steps = saved
+        elif saved != args.steps:
+            print(f'note: the saved run planned {saved} steps; its schedules (learning rate, '
+                  f'weight decay, teacher momentum) now end at --steps {args.steps}')
+        trainer.load_state_dict(state, retime=True)
         print(f'resumed at step {trainer.step_idx}')
 
     def save():

@@ -50,8 +50,18 @@ class PAMR(nn.Module):
     def forward(self, image: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         scores = F.interpolate(scores, size=image.shape[-2:], mode='bilinear',
                                align_corners=True)
-        aff = self.affinity(image.to(scores.dtype))
+        aff = self.affinity(image.to(scores.dtype))                      # [B, 1, P, H, W]
+        h, w = scores.shape[-2:]
         for _ in range(self.num_iter):
-            neigh = torch.cat([_shifted(scores, d, False) for d in self.dilations], dim=2)
-            scores = (neigh * aff).sum(dim=2)
+            # sum_p aff_p * (scores shifted by offset p), accumulated in place: stacking the
+            # P = 8 x len(dilations) shifted copies first ([B, K, P, H, W], 16 copies of the
+            # scores per iteration) made PAMR 6-8x slower at full resolution (docs/speed.md)
+            out, p = torch.zeros_like(scores), 0
+            for d in self.dilations:
+                padded = F.pad(scores, [d] * 4, mode='replicate')
+                for dy, dx in _OFFSETS:
+                    y, x = d + dy * d, d + dx * d
+                    out.addcmul_(padded[..., y:y + h, x:x + w], aff[:, :, p])
+                    p += 1
+            scores = out
         return scores

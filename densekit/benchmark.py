@@ -193,19 +193,26 @@ def current_rss_mib() -> float:
 
 
 def shapes_images(folder: str, n: int, height: int = 96, width: int = 128,
-                  seed: int = 0) -> List[str]:
+                  seed: int = 0, vary: float = 0.5) -> List[str]:
     """``n`` Shapes-world PNGs in ``folder`` (``shapes_00000.png``, ...): files already there
-    are reused, missing ones rendered (image ``i`` is seeded by ``(seed, i)``)."""
+    are reused, missing ones rendered (image ``i`` is seeded by ``(seed, i)``). Each side is
+    drawn uniformly within ``+-vary`` of ``height`` / ``width`` (at least 32 px), so a run meets
+    many input sizes, as a user's folder does (per-size caches must stay bounded)."""
     import cv2
     import numpy as np
 
     from .datasets.shapes import generate_sample
+    from .datasets.shapes.objects import max_objects_that_fit
     os.makedirs(folder, exist_ok=True)
     paths = []
     for i in range(n):
         path = os.path.join(folder, f'shapes_{i:05d}.png')
         if not os.path.isfile(path):
-            rgb = generate_sample(np.random.SeedSequence([seed, i]), height, width)['image']
+            rng = np.random.default_rng([seed, i])
+            h, w = (max(32, int(round(v * (1 + vary * rng.uniform(-1, 1)))))
+                    for v in (height, width))
+            rgb = generate_sample(rng, h, w, max_objects=min(5, max_objects_that_fit(h, w))
+                                  )['image']
             if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
                 raise OSError(f'could not write {path}')
         paths.append(path)
@@ -239,3 +246,149 @@ def bench_infer_rss(model, paths: Sequence[str], out_dir: str, start: int = 100,
     return dict(images=len(report['images']), failed=len(report['failed']), start=start,
                 rss_mib=rss, growth_mib=rss[n] - rss[start], seconds=seconds,
                 s_per_image=seconds / n)
+
+
+@torch.no_grad()
+def bench_sizes(model, heights: Sequence[int], repeat: int = 3, aspect: float = 4 / 3,
+                modes: Sequence[str] = ('whole', 'slide')) -> List[dict]:
+    """Seconds per ``model.predict`` on random ``[1, 3, s, round(s * aspect)]`` inputs for each
+    height ``s`` and each inference mode (``'whole'``, ``'slide'`` with the model's own windows),
+    all calls alternating."""
+    model._ensure_vocabulary()
+    g = torch.Generator().manual_seed(0)
+    xs = {s: torch.randn(1, 3, s, int(round(s * aspect)), generator=g) for s in heights}
+    slide = model.test_cfg if model.test_cfg.get('mode') == 'slide' else None
+    cfgs = {'whole': type(model.test_cfg)(mode='whole'), 'slide': slide}
+    if 'slide' in modes and slide is None:
+        raise ValueError('the model has no slide windows (test_cfg.mode is not slide)')
+
+    def call(mode, x):
+        model.test_cfg = cfgs[mode]
+        return model.predict(x)
+
+    old = model.test_cfg
+    try:
+        times = alternate({(m, s): (lambda m=m, x=x: call(m, x)) for m in modes
+                           for s, x in xs.items()}, repeat)
+    finally:
+        model.test_cfg = old
+    return [dict(mode=m, height=s, width=xs[s].shape[-1], seconds=times[(m, s)])
+            for m in modes for s in heights]
+
+
+def plot_lines(series: Dict[str, Sequence[tuple]], path: str, title: str, xlabel: str,
+               ylabel: str, log: bool = True) -> str:
+    """A line plot (matplotlib, no display) of ``{label: [(x, y), ...]}`` written to ``path``
+    (PNG); log-log axes by default. Returns ``path``."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError as e:                                  # pragma: no cover
+        raise RuntimeError('plots need matplotlib: pip install matplotlib') from e
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
+    try:
+        for label, points in series.items():
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker='o', label=label)
+            for x, y in points:
+                ax.annotate(f'{y:.2f}', (x, y), textcoords='offset points', xytext=(4, 4),
+                            fontsize=7)
+        if log:
+            ax.set_xscale('log')
+            ax.set_yscale('log')
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.title.set_fontsize(9)
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+# Stages of tools/test.py's path for :func:`profile_test`: (label, callee, caller). A callee or
+# caller is (file suffix, function name); with a caller, only the time of calls from it counts.
+TEST_STAGES = [
+    ('runner.test() total', ('mmengine/runner/runner.py', 'test'), None),
+    ('data: load + pipeline (next batch)', ('torch/utils/data/dataloader.py', '__next__'), None),
+    ('data_preprocessor (normalise, pad)', ('mmseg/models/data_preprocessor.py', 'forward'),
+     None),
+    ('text encoding (first image; disk cache)', ('densekit/clip/text.py', 'encode_groups'), None),
+    ('segmentor.predict', ('densekit/segmentors/open_vocab.py', 'predict'), None),
+    ('  image tower (forward_dense)', ('densekit/clip/backbone.py', 'forward_dense'), None),
+    ('  head: cosine maps + resize to input', ('densekit/heads/zero_shot.py', 'predict'), None),
+    ('  slide: windows + stitching', ('densekit/segmentors/open_vocab.py', 'slide_inference'),
+     None),
+    ('  postprocess_result (full resolution)',
+     ('densekit/segmentors/open_vocab.py', 'postprocess_result'), None),
+    ('    resize logits to ori_shape', ('mmseg/models/utils/wrappers.py', 'resize'),
+     ('densekit/segmentors/open_vocab.py', 'postprocess_result')),
+    ('    PAMR', ('densekit/segmentors/pamr.py', 'forward'), None),
+    ('    class scores (softmax, best synonym)',
+     ('densekit/segmentors/open_vocab.py', 'scores_and_unknown'), None),
+    ('evaluator (IoUMetric.process)', ('mmseg/evaluation/metrics/iou_metric.py', 'process'),
+     None),
+]
+
+
+def _matches(func, spec) -> bool:
+    filename, _, name = func
+    return name == spec[1] and filename.replace(os.sep, '/').endswith(spec[0])
+
+
+def stage_times(stats, stages=TEST_STAGES) -> List[dict]:
+    """Cumulative seconds of each stage in a ``pstats.Stats``: the largest cumulative time of
+    a matching function (recursive calls are counted once), or with a caller the time of the
+    calls made from it."""
+    rows = []
+    for label, callee, caller in stages:
+        total = 0.0
+        for func, (_, ncalls, _, cum, callers) in stats.stats.items():
+            if not _matches(func, callee):
+                continue
+            if caller is None:
+                total = max(total, cum)
+            else:
+                total += sum(v[3] for c, v in callers.items() if _matches(c, caller))
+        rows.append(dict(stage=label, seconds=total))
+    return rows
+
+
+def profile_test(config: str, images: int, work_dir: str, cfg_options: Sequence[str] = (),
+                 top: int = 15) -> dict:
+    """cProfile of tools/test.py's path (:func:`densekit.engine.runner.run_test_tool`: build the
+    Runner, load and transform each image, predict, resize to ``ori_shape``, refine, evaluate)
+    on the first ``images`` images of ``config``'s test set, in this process (the dataloader
+    runs without worker processes, so the data pipeline is in the profile).
+
+    Returns ``stages`` (:data:`TEST_STAGES` with seconds, per image and share of
+    ``runner.test()``), ``top`` (the ``top`` functions by own time) and ``images``."""
+    import cProfile
+    import io
+    import pstats
+
+    from .engine.runner import run_test_tool
+    argv = [config, '--work-dir', work_dir, '--cfg-options',
+            'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+            f'test_dataloader.dataset.indices={int(images)}', *cfg_options]
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        code = run_test_tool(argv)
+    finally:
+        prof.disable()
+    if code != 0:
+        raise RuntimeError(f'tools/test.py {" ".join(argv)} exited with {code}')
+    stats = pstats.Stats(prof, stream=io.StringIO())
+    rows = stage_times(stats)
+    total = rows[0]['seconds'] or float('nan')
+    for r in rows:
+        r['per_image_s'] = r['seconds'] / images
+        r['share'] = r['seconds'] / total
+    own = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    top_rows = [dict(function=f'{os.path.basename(f[0])}:{f[1]}({f[2]})', calls=v[1],
+                     own_s=v[2], cum_s=v[3]) for f, v in own]
+    return dict(images=images, stages=rows, top=top_rows)

@@ -178,6 +178,16 @@ def main(argv=None) -> int:
     p.add_argument('--masks', type=int, nargs='+', help='time naming N masks by mask pooling')
     p.add_argument('--mask-methods', nargs='+', choices=['pooling', 'crop'],
                    default=['pooling'], help='--masks classifiers (crop: masked crops)')
+    p.add_argument('--plot-masks', metavar='PNG', help='plot the --masks rows (time vs N)')
+    p.add_argument('--sizes', type=int, nargs='+', metavar='H',
+                   help='seconds per image vs input size: H x 4H/3 inputs, whole and slide')
+    p.add_argument('--plot-sizes', metavar='PNG', help='plot the --sizes rows')
+    p.add_argument('--profile', metavar='CONFIG',
+                   help="cProfile of tools/test.py's path on CONFIG's first --profile-images "
+                        'test images: seconds per stage and the top functions')
+    p.add_argument('--profile-images', type=int, default=4)
+    p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='config overrides for --profile (as tools/test.py)')
     p.add_argument('--rss', type=int, metavar='N',
                    help='resident memory over one tools/infer.py run of N images in this '
                         'process: RSS after image --rss-from and after image N, and the growth')
@@ -226,7 +236,8 @@ def run(args, tmp=None) -> int:
     h, w = args.height or args.size, args.width or args.size
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     out = {}
-    plain = not (args.reference or args.precision or args.text or args.masks or args.rss)
+    plain = not (args.reference or args.precision or args.text or args.masks or args.rss
+                 or args.sizes or args.profile)
     if plain:
         rows, title = overview(args, x)
         out['overview'] = rows
@@ -259,9 +270,44 @@ def run(args, tmp=None) -> int:
                 r['vs_first'] = r['seconds'] / part[0]['seconds']
             rows += part
         out['masks'] = rows
-        table(rows, ['method', 'masks', 'seconds', 'vs_first'],
-              f'mask naming ({h}x{w}; pooling: one dense pass; crop: one pass per masked crop), '
-              f'best of {args.repeat}, N alternating')
+        title = (f'mask naming ({h}x{w}; pooling: one dense pass; crop: one pass per masked '
+                 f'crop), best of {args.repeat}, N alternating')
+        table(rows, ['method', 'masks', 'seconds', 'vs_first'], title)
+        if args.plot_masks:
+            series = {}
+            for r in rows:
+                series.setdefault(r['method'], []).append((r['masks'], r['seconds']))
+            print('wrote', bm.plot_lines(series, args.plot_masks,
+                                         f'naming N masks, {args.model}, {h}x{w}, '
+                                         f'{args.threads} threads', 'masks N',
+                                         'seconds per image (best of runs)'))
+    if args.sizes:
+        model = fp32.get(modes[0]) or build(args, modes[0], vocab=vocabulary(args))
+        rows = bm.bench_sizes(model, args.sizes, args.repeat)
+        out['sizes'] = rows
+        tc = model.test_cfg
+        table(rows, ['mode', 'height', 'width', 'seconds'],
+              f'seconds per image vs size ({args.model}, {modes[0]}, slide '
+              f'{tc.crop_size[0]}/{tc.stride[0]}), best of {args.repeat}, sizes alternating')
+        if args.plot_sizes:
+            series = {}
+            for r in rows:
+                label = 'whole image' if r['mode'] == 'whole' else \
+                    f'slide {tc.crop_size[0]}/{tc.stride[0]}'
+                series.setdefault(label, []).append((r['height'] * r['width'] / 1e6,
+                                                     r['seconds']))
+            print('wrote', bm.plot_lines(series, args.plot_sizes,
+                                         f'segmentation vs image size, {args.model} '
+                                         f'({modes[0]}), {args.threads} threads',
+                                         'megapixels (H x 4H/3)', 'seconds per image'))
+    if args.profile:
+        r = bm.profile_test(args.profile, args.profile_images, os.path.join(tmp, 'profile'),
+                            args.cfg_options)
+        out['profile'] = r
+        table(r['stages'], ['stage', 'seconds', 'per_image_s', 'share'],
+              f"tools/test.py's path: {args.profile} {' '.join(args.cfg_options)}, "
+              f'{r["images"]} images, {args.threads} threads (cProfile cumulative times)')
+        table(r['top'], ['function', 'calls', 'own_s', 'cum_s'], 'top functions by own time')
     if args.text:
         vocab = Vocabulary.parse(args.text_vocabulary)
         names = [n for syn in vocab.synonyms for n in syn]

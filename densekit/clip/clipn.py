@@ -19,10 +19,11 @@ normalised; ``logits = s * <x, yes>``, ``logits_no = s * <x, no>`` with CLIP's t
 * **CTW** (competing-to-win): the best class ``c*`` by ``p``; unknown when ``p(no | c*) > 0.5``.
 """
 import copy
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..utils.state_dict import describe_mismatch
 
@@ -163,3 +164,95 @@ def clipn_scores(cos_yes: torch.Tensor, cos_no: torch.Tensor, class_scale: float
         best = p.argmax(0, keepdim=True)
         unknown = torch.gather(p_yes, 0, best)[0] < 0.5
     return scores, unknown
+
+
+def shapes_patch_embeddings(clip: nn.Module, data: str, split: str = 'train',
+                            crops_per_image: int = 8, short_side: int = 224, crop: int = 64,
+                            purity: float = 0.75, seed: int = 0, limit: Optional[int] = None):
+    """Dense patch embeddings of the Shapes ``split`` as the segmentor sees them (images resized
+    to ``short_side``, ``crop`` px windows, the vanilla dense map) with each patch's class:
+    ``(x [N, D] unit vectors, y [N] class indices)``; patches less than ``purity`` one class
+    are left out."""
+    import os
+    import os.path as osp
+
+    import cv2
+    import numpy as np
+
+    from .backbone import CLIPVisionBackbone
+    from .tiny_training import to_tensor
+    backbone = CLIPVisionBackbone(clip_model=clip, dense_mode='vanilla').eval()
+    p = backbone.patch_size
+    rng = np.random.default_rng(seed)
+    names = sorted(os.listdir(osp.join(data, 'images', split)))[:limit]
+    xs, ys = [], []
+    for name in names:
+        img = cv2.cvtColor(cv2.imread(osp.join(data, 'images', split, name)), cv2.COLOR_BGR2RGB)
+        lab = cv2.imread(osp.join(data, 'labels', split, name), cv2.IMREAD_UNCHANGED)
+        h, w = img.shape[:2]
+        scale = short_side / min(h, w)
+        size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+        lab = cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST)
+        views, labels = [], []
+        for _ in range(crops_per_image):
+            y0 = int(rng.integers(0, size[1] - crop + 1))
+            x0 = int(rng.integers(0, size[0] - crop + 1))
+            views.append(img[y0:y0 + crop, x0:x0 + crop])
+            labels.append(lab[y0:y0 + crop, x0:x0 + crop])
+        with torch.no_grad():
+            dense = backbone.forward_dense(to_tensor(views), with_global=False)['dense']
+        dense = F.normalize(dense.float(), dim=1)                        # [B, D, g, g]
+        g = dense.shape[-1]
+        for d, lab_ in zip(dense, labels):
+            cells = torch.from_numpy(lab_[:g * p, :g * p].astype(np.int64)).view(g, p, g, p)
+            cells = cells.permute(0, 2, 1, 3).reshape(g * g, p * p)
+            mode = cells.mode(dim=1).values
+            share = (cells == mode[:, None]).float().mean(1)
+            keep = (share >= purity) & (mode < 255)
+            xs.append(d.flatten(1).T[keep])
+            ys.append(mode[keep])
+    return torch.cat(xs), torch.cat(ys)
+
+
+def train_no_tower(clip: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names: Sequence[str],
+                   steps: int = 600, batch: int = 4096, lr: float = 1e-4,
+                   templates_per_step: int = 8, seed: int = 0, log=None) -> NoTextTower:
+    """Train a "no" tower for ``clip`` on labelled embeddings, the CLIPN way adapted to dense
+    labels: for an embedding ``x`` of class ``y`` and every class ``c``, ``p(yes | c) =
+    sigmoid(s (<x, yes_c> - <x, no_c>))`` should be 1 for ``c = y`` and 0 otherwise (CLIPN's
+    image-text binary-opposite loss with class prompts; positives and negatives weighted
+    equally). Only the "no" tower (initialised as a copy of the CLIP's text tower, zero
+    prompts) learns; ``yes`` are the CLIP's own prompt-ensembled embeddings (80 templates).
+    Classes missing from ``class_names`` are never seen, as names or as samples."""
+    from .templates import IMAGENET80
+    from .text import CLIPTextEncoder
+    gen = torch.Generator().manual_seed(seed)
+    enc = CLIPTextEncoder(clip_model=clip, templates=IMAGENET80, disk_cache=False)
+    yes = enc(list(class_names)).embeds.detach()                          # [K, D]
+    tower = NoTextTower(clip)
+    tower.train().requires_grad_(True)         # a copy of the (frozen) CLIP text tower
+    params = [q for n, q in tower.named_parameters() if n != 'token_embedding_no.weight']
+    tower.token_embedding_no.weight.requires_grad_(False)   # 49k rows, few used: keep CLIP's
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    scale = float(clip.logit_scale.detach().exp())
+    k = len(class_names)
+    for step in range(steps):
+        pick = torch.randperm(len(IMAGENET80), generator=gen)[:templates_per_step].tolist()
+        prompts = [IMAGENET80[t].format(c) for c in class_names for t in pick]
+        tokens = enc.tokenize(prompts)
+        no = F.normalize(tower(tokens, int(tower.lengths(tokens).max())), dim=-1)
+        no = F.normalize(no.view(k, len(pick), -1).mean(1), dim=-1)       # [K, D]
+        idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=gen)
+        xb, yb = x[idx], y[idx]
+        logit = scale * (xb @ yes.T - xb @ no.T)                           # [B, K]
+        target = (yb[:, None] == torch.arange(k)[None]).float()
+        bce = F.binary_cross_entropy_with_logits(logit, target, reduction='none')
+        loss = (bce * target).sum() / target.sum().clamp(min=1) + \
+            (bce * (1 - target)).sum() / (1 - target).sum().clamp(min=1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if log is not None and (step % 50 == 0 or step == steps - 1):
+            log(f'step {step}: loss {loss.item():.4f}')
+    return tower.eval()

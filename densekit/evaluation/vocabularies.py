@@ -168,14 +168,18 @@ def evaluate_open_set(segmentor, data: str, held_out: Sequence[str], split: str 
     """The segmentor's vocabulary lacks ``held_out`` classes. For each threshold ``t`` (pixels
     whose best class probability is below ``t`` become unknown, as ``prob_thd``): of the
     held-out classes' pixels, the share marked unknown and the share given a listed class; of
-    the listed classes' pixels, the share correct and the share wrongly marked unknown."""
+    the listed classes' pixels, the share correct and the share wrongly marked unknown. With a
+    CLIPN "no" tower (``segmentor.uses_clipn``) a last row, ``prob_thd: 'clipn-<rule>'``, takes
+    the segmentor's own unknown pixels instead of a threshold."""
     from ..apis.inference import segment
     from ..datasets.shapes import CLASSES
     listed = list(segmentor.vocabulary.names)
     to_listed = np.array([listed.index(c) if c in listed else -1 for c in CLASSES] + [-1] * 256)
     held = np.array([c in held_out for c in CLASSES] + [False] * 256)
+    clipn = getattr(segmentor, 'uses_clipn', False)
+    keys = list(thresholds) + ([f'clipn-{segmentor.clipn_rule}'] if clipn else [])
     stats = {t: dict(held_unknown=0, held_mislabelled=0, held=0, known_ok=0, known_unknown=0,
-                     known=0) for t in thresholds}
+                     known=0) for t in keys}
     images, _ = _load_split(data, split)
     for im in images[:limit]:
         res = segment(segmentor, osp.join(data, 'images', split, im['file_name']),
@@ -183,8 +187,8 @@ def evaluate_open_set(segmentor, data: str, held_out: Sequence[str], split: str 
         gt = _labels(data, split, im['file_name']).astype(np.int64)
         pred, best = res.scores.argmax(0), res.scores.max(0)
         is_held, is_known = held[gt], to_listed[gt] >= 0
-        for t in thresholds:
-            unk = best < t
+        for t in keys:
+            unk = (res.label >= len(listed)) if isinstance(t, str) else best < t
             s = stats[t]
             s['held'] += int(is_held.sum())
             s['held_unknown'] += int((is_held & unk).sum())

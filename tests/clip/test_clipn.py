@@ -192,3 +192,39 @@ def test_region_classifier_drops_boxes(tmp_path, tiny_clip):
     # the agreeing "no" tower: ATD rejects every box, CTW none, and off keeps them all
     assert len(run('atd')) == 0
     assert len(run('ctw')) == len(run(None)) == 2
+
+
+def test_train_no_tower_learns_to_say_no(tiny_clip):
+    """Embeddings near each class's text: after training, the "no" tower says yes to the true
+    class more than to the others (it starts at p(yes) = 1/2 for every pair)."""
+    from densekit.clip.clipn import train_no_tower
+    clip = copy.deepcopy(tiny_clip)
+    names = ['circle', 'square', 'star']
+    yes = CLIPTextEncoder(clip_model=clip, templates='imagenet80')(names).embeds
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (600,), generator=g)
+    x = F.normalize(yes[y] + 0.3 * torch.randn(600, yes.shape[1], generator=g), dim=-1)
+    losses = []
+    tower = train_no_tower(clip, x, y, names, steps=40, lr=1e-3, batch=256,
+                           log=lambda m: losses.append(float(m.split()[-1])))
+    assert losses[-1] < losses[0]
+    clip.no_text = tower
+    enc = CLIPTextEncoder(clip_model=clip, templates='imagenet80')
+    no = enc.no_embeddings(names)
+    p_yes = torch.sigmoid(float(clip.logit_scale.detach().exp()) * (x @ yes.T - x @ no.T))
+    true = p_yes.gather(1, y[:, None]).mean()
+    other = (p_yes.sum(1) - p_yes.gather(1, y[:, None])[:, 0]).mean() / 2
+    assert true > other
+
+
+def test_train_clipn_tool_writes_a_loadable_checkpoint(tmp_path):
+    from densekit.apis.commands.train_clipn import main
+    from densekit.datasets import shapes as S
+    data = tmp_path / 'shapes'
+    S.generate_split(str(data), 'train', 2, seed=1, min_size=64, max_size=96)
+    out = tmp_path / 'clipn.safetensors'
+    assert main(['--data', str(data), '--model', 'densekit-tiny-vit', '--out', str(out),
+                 '--exclude', 'star', '--steps', '2', '--crops-per-image', '1']) == 0
+    clip = build_clip('densekit-tiny-vit', checkpoint=str(out))
+    assert has_no_tower(clip)
+    assert main(['--data', str(data), '--out', str(out), '--exclude', 'dragon']) == 2

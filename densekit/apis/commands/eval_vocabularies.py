@@ -14,8 +14,8 @@ only (``short`` / ``long``: naming only). Long descriptions pass the tiny model'
 templates (plumbing: the shipped tiny model is English-only; CLIP's byte-level BPE spends
 several tokens per CJK character, so ``zh`` needs ``--long-text`` on it). ``open-set``: the
 held-out classes leave the vocabulary; shares of their pixels marked unknown / mislabelled and
-of the listed classes' pixels correct / rejected, per probability threshold. Prints one JSON
-line.
+of the listed classes' pixels correct / rejected, per probability threshold, and by CLIPN's
+rule when ``--checkpoint`` has a "no" tower (tools/train_clipn.py). Prints one JSON line.
 """
 import argparse
 import json
@@ -33,7 +33,7 @@ def _segmentor(args, vocabulary, templates='imagenet80', **kw):
                 long_text=getattr(args, 'long_text', False))
     return init_segmentor(segmentor_config(model=args.model, checkpoint=args.checkpoint,
                                            vocabulary=list(vocabulary), templates=templates,
-                                           clip=clip, **kw))
+                                           clip=clip, clipn_rule=args.clipn_rule, **kw))
 
 
 def run_descriptions(args) -> dict:
@@ -94,7 +94,7 @@ def run_open_set(args) -> dict:
     if unknown or not held:
         raise ValueError(f'--held-out must name Shapes classes {list(CLASSES)}; got {held}')
     seg = _segmentor(args, [c for c in CLASSES if c not in held])
-    thresholds = [float(t) for t in args.thresholds.split(',')]
+    thresholds = [float(t) for t in args.thresholds.split(',') if t.strip()]
     return evaluate_open_set(seg, args.data, held, args.split, thresholds, args.limit)
 
 
@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     common.add_argument('--model', default='shapes-tiny')
     common.add_argument('--checkpoint')
     common.add_argument('--limit', type=int, help='first N images only (dense maps)')
+    common.add_argument('--clipn-rule', choices=['atd', 'ctw'], default='atd',
+                        help='with a CLIPN --checkpoint (a "no" tower): its rejection rule')
     common.add_argument('--long-text', action='store_true',
                         help='stretch the text positions as Long-CLIP does (32 -> 68 for '
                              'shapes-tiny): for text past the model\'s context')
@@ -117,7 +119,8 @@ def main(argv=None) -> int:
     t.add_argument('--lang', default='de', choices=['en', 'de', 'fr', 'zh'])
     o = sub.add_parser('open-set', parents=[common])
     o.add_argument('--held-out', default='star,hexagon,heart')
-    o.add_argument('--thresholds', default='0,0.5,0.7,0.9')
+    o.add_argument('--thresholds', default='0,0.5,0.7,0.9',
+                   help="comma list ('' for none: with a CLIPN checkpoint, its row only)")
     args = p.parse_args(argv)
     try:
         ann = osp.join(args.data, 'annotations', f'instances_{args.split}.json')

@@ -113,3 +113,9 @@ def test_segmentor_and_cli_with_other_languages(hf_model, tmp_path):
 def test_web_vocabulary_splits_cjk_commas():
     from densekit.web.app import parse_vocabulary
     assert parse_vocabulary('猫，狗、草, grass').names == ['猫', '狗', '草', 'grass']
+
+
+def test_web_demo_takes_language_templates():
+    from densekit.apis.commands.web_demo import main
+    assert main(['--templates', 'de', '--vocab', 'Kreis, Stern, Gras'], serve=False) == 0
+    assert main(['--templates', 'xx'], serve=False) == 2          # unknown set: one error line

@@ -110,13 +110,13 @@ def stretch_positional_embedding(model: nn.Module, keep: int = LONGCLIP_KEEP,
     already runs, with CLIP's short-text behaviour on the first ``keep`` positions unchanged).
 
     ``freeze_kept``: zero the gradient of the first ``keep`` rows during training, as Long-CLIP
-    trains only ``positional_embedding_res`` beyond them.
+    trains only ``positional_embedding_res`` beyond them (the table then requires grad).
     Returns ``model``.
     """
     text = _text_module(model)
     old = text.positional_embedding
     new = nn.Parameter(stretch_positions(old.data, keep, factor),
-                       requires_grad=old.requires_grad)
+                       requires_grad=old.requires_grad or freeze_kept)
     text.positional_embedding = new
     length = new.shape[0]
     for m in {id(model): model, id(text): text}.values():

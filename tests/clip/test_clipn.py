@@ -117,7 +117,7 @@ def test_segmentor_marks_pixels_unknown(tmp_path, tiny_clip):
     pred, scores = out.pred_sem_seg.data[0], out.seg_logits.data
     # restated: ATD over the head's [yes; no] cosines, at CLIP's trained temperature
     want_scores, unknown = clipn_scores(logits[:4], logits[4:], seg.logit_scale,
-                                        float(tiny_clip.logit_scale.exp()))
+                                        float(tiny_clip.logit_scale.detach().exp()))
     assert torch.equal(scores, want_scores)
     assert torch.equal(pred == UNKNOWN_LABEL, unknown)
     assert torch.equal(pred[~unknown], scores.argmax(0)[~unknown])
@@ -175,15 +175,17 @@ def test_cli_writes_unknown_pixels(tmp_path, tiny_clip):
 def test_region_classifier_drops_boxes(tmp_path, tiny_clip):
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
+    from mmengine.registry import DefaultScope
     from mmengine.structures import InstanceData
     path, _ = clipn_file(tmp_path, tiny_clip, agree=True)
     img = torch.randint(0, 255, (3, 64, 96)).float()
 
     def run(rule):
-        model = MODELS.build(dict(type='RegionCLIPClassifier',
-                                  clip=dict(model='densekit-tiny-vit', checkpoint=path),
-                                  text_encoder=dict(templates='single'), vocabulary=VOCAB,
-                                  clipn_rule=rule)).eval()
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            model = MODELS.build(dict(type='RegionCLIPClassifier',
+                                      clip=dict(model='densekit-tiny-vit', checkpoint=path),
+                                      text_encoder=dict(templates='single'), vocabulary=VOCAB,
+                                      clipn_rule=rule)).eval()
         s = DetDataSample(metainfo=dict(img_shape=(64, 96), ori_shape=(64, 96),
                                         scale_factor=(1.0, 1.0)))
         s.proposals = InstanceData(bboxes=torch.tensor([[0., 0, 40, 40], [30, 10, 90, 60]]))

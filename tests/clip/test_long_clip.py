@@ -69,8 +69,9 @@ def test_stretched_model_keeps_short_text_and_reads_long_text(tiny_clip):
 
 
 def test_freeze_kept_rows_get_no_gradient(tiny_clip):
-    clip = stretch_positional_embedding(copy.deepcopy(tiny_clip).train(), freeze_kept=True)
-    clip.positional_embedding.requires_grad_(True)
+    frozen = copy.deepcopy(tiny_clip).requires_grad_(False).train()   # as a text encoder leaves it
+    clip = stretch_positional_embedding(frozen, freeze_kept=True)
+    assert clip.positional_embedding.requires_grad
     tokens = open_clip.SimpleTokenizer(context_length=68)([LONG])
     clip.encode_text(tokens).sum().backward()
     grad = clip.positional_embedding.grad

@@ -31,6 +31,11 @@ def parse_args(argv=None):
     p.add_argument('--lr', type=float, default=5e-4, help='per 256 images (DINO scaling)')
     p.add_argument('--warmup-steps', type=int, default=100)
     p.add_argument('--out-dim', type=int, default=1024, help='prototypes of the DINO head')
+    p.add_argument('--momentum', type=float, default=0.99,
+                   help='teacher EMA momentum at the start (cosine to 1; DINO: 0.996 over '
+                        '100+ epochs, lower for a short run so the teacher leaves its init)')
+    p.add_argument('--teacher-temp', type=float, nargs=2, default=(0.04, 0.04),
+                   metavar=('START', 'END'), help='teacher temperature, warmed up linearly')
     p.add_argument('--num-local', type=int, default=4, help='local views per image')
     p.add_argument('--global-size', type=int, default=64)
     p.add_argument('--local-size', type=int, default=32)
@@ -82,7 +87,8 @@ def main(argv=None) -> int:
                                 num_local=args.num_local)
     trainer = DINOTrainer(images, name=args.vfm, total_steps=args.steps,
                           batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                          out_dim=args.out_dim, seed=args.seed, augmentation=aug)
+                          out_dim=args.out_dim, seed=args.seed, augmentation=aug,
+                          momentum=(args.momentum, 1.0), teacher_temp=tuple(args.teacher_temp))
     if args.resume or args.export_only:
         state = torch.load(last, map_location='cpu', weights_only=True)
         saved = int(state['total_steps'])

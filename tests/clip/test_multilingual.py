@@ -119,3 +119,25 @@ def test_web_demo_takes_language_templates():
     from densekit.apis.commands.web_demo import main
     assert main(['--templates', 'de', '--vocab', 'Kreis, Stern, Gras'], serve=False) == 0
     assert main(['--templates', 'xx'], serve=False) == 2          # unknown set: one error line
+
+
+def test_cams_and_region_detector_with_a_multilingual_tower(hf_model):
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmengine.registry import DefaultScope
+    from mmengine.structures import InstanceData
+
+    from densekit.cams import GradCAMGenerator, PatchTextCAMGenerator
+    img = np.random.RandomState(2).randint(0, 255, (50, 70, 3), dtype=np.uint8)
+    for gen in (GradCAMGenerator, PatchTextCAMGenerator):
+        res = gen(clip_model=hf_model, vocabulary=['猫', '狗', '草'])(img, ['猫', '狗'])
+        assert res.cams.shape == (2, 50, 70)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        det = MODELS.build(dict(type='RegionCLIPClassifier', clip=dict(model=NAME),
+                                vocabulary=['猫', '狗'], topk=2)).eval()
+    s = DetDataSample(metainfo=dict(img_shape=(64, 96), ori_shape=(64, 96),
+                                    scale_factor=(1.0, 1.0)))
+    s.proposals = InstanceData(bboxes=torch.tensor([[0., 0, 40, 40], [30, 10, 90, 60]]))
+    out = det.test_step(dict(inputs=[torch.randint(0, 255, (3, 64, 96)).float()],
+                             data_samples=[s]))[0]
+    assert sorted(out.pred_instances.label_names) == ['狗', '狗', '猫', '猫']

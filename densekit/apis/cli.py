@@ -106,6 +106,9 @@ def add_model_args(parser: argparse.ArgumentParser):
     g.add_argument('--clipn-rule', choices=['atd', 'ctw', 'off'], default='atd',
                    help='with a CLIPN checkpoint (a "no" text tower): how a pixel or mask is '
                         'judged none of the classes and marked unknown (docs/vocabularies.md)')
+    g.add_argument('--long-text', action='store_true',
+                   help="stretch the text positions as Long-CLIP does (77 -> 248; shapes-tiny "
+                        "32 -> 68) for class names past the model's context")
     g.add_argument('--refine', action=argparse.BooleanOptionalAction, default=None,
                    help='PAMR refinement of the dense map (default: on for dense-regions '
                         'proposals, off otherwise)')
@@ -183,7 +186,7 @@ def _build_from_args(args, vocabulary):
         short_side=args.short_side, slide=not args.whole, crop=args.crop, stride=args.stride,
         prob_thd=args.prob_thd, bg_index=args.bg_index, refine=args.refine, device=args.device,
         vfm=getattr(args, 'vfm', None), vfm_checkpoint=getattr(args, 'vfm_checkpoint', None),
-        clipn_rule=_clipn_rule(args),
+        clipn_rule=_clipn_rule(args), long_text=getattr(args, 'long_text', False),
         proposals=None if args.proposals == 'none' else args.proposals,
         background=None if args.background is None else
         [n.strip() for n in args.background.split(',') if n.strip()])

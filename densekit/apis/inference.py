@@ -65,7 +65,7 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
                      mode_cfg: Optional[dict] = None, proposals: Optional[str] = None,
                      background: Optional[Sequence[str]] = None, vfm: Optional[str] = None,
                      vfm_checkpoint: Optional[str] = None,
-                     clipn_rule: Optional[str] = 'atd',
+                     clipn_rule: Optional[str] = 'atd', long_text: bool = False,
                      **model_overrides) -> Config:
     """An mmseg config (model + test pipeline) for an OpenVocabSegmentor, or, with
     ``proposals='slic'`` / ``'felzenszwalb'``, a ProposalSegmentor that names superpixels, and
@@ -78,7 +78,8 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
     class, e.g. a background class; ``None``: unknown, ``UNKNOWN_LABEL``, which
     :func:`segment` reports as the label PNG's unknown value). With a CLIPN checkpoint (its
     "no" text tower) ``clipn_rule`` (``'atd'``, ``'ctw'``, ``None``: off) marks pixels and masks
-    that are none of the classes unknown (docs/vocabularies.md)."""
+    that are none of the classes unknown; ``long_text`` stretches the CLIP's text positions as
+    Long-CLIP does, for names and descriptions past its context (docs/vocabularies.md)."""
     d = dict(DEFAULTS, **MODEL_DEFAULTS.get(model, {}))
     # dense_mode='proxyclip' needs vfm, a vision foundation model of densekit.vfm.VFM_PRESETS
     # (dino_shapes_tiny for shapes-tiny, dino_vitb8 + vfm_checkpoint for ViT-B/16); with a vfm
@@ -104,7 +105,8 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
         model_overrides = dict(dict(pad_to_patch=True), **model_overrides)
     model_cfg = dict(
         type='OpenVocabSegmentor',
-        clip=dict(model=model, pretrained=pretrained, checkpoint=checkpoint),
+        clip=dict(model=model, pretrained=pretrained, checkpoint=checkpoint,
+                  **(dict(long_text=True) if long_text else {})),
         backbone=backbone,
         text_encoder=dict(templates=templates),
         vocabulary=vocabulary,

@@ -1,5 +1,6 @@
 """Long text: Long-CLIP checkpoints, positional stretching, and the error for too-long text."""
 import copy
+import os.path as osp
 
 import open_clip
 import pytest
@@ -13,6 +14,7 @@ from densekit.clip.longclip import (
     stretch_positions,
 )
 
+from helpers import ROOT
 from numerics import F64_ATOL, U32
 
 # beyond the tiny model's 32 positions and Long-CLIP's 20 kept ones, within 68 (stretched)
@@ -151,3 +153,14 @@ def test_build_clip_long_text_flag(tiny_clip):
     assert clip.context_length == 68 and clip.densekit_name.endswith('+long68')
     assert torch.equal(clip.positional_embedding, stretch_positions(tiny_clip.positional_embedding))
     assert CLIPTextEncoder(clip_model=clip).context_length == 68
+
+
+def test_cli_long_text_flag(tmp_path):
+    from densekit.apis.cli import infer_main
+    img = osp.join(ROOT, 'demo', 'assets', 'shapes_example.png')
+    name = ('a small red striped circle lying on the green grass next to a large blue dotted '
+            'square below a yellow star and a white ring in the sky')
+    argv = [img, '--vocab', f'grass, {name}', '--whole', '--short-side', '64', '--no-progress']
+    assert infer_main(argv + ['--out', str(tmp_path / 'a')]) == 2          # past 32 tokens
+    assert not osp.exists(tmp_path / 'a')
+    assert infer_main(argv + ['--long-text', '--out', str(tmp_path / 'b')]) == 0

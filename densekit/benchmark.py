@@ -154,7 +154,8 @@ def random_masks(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 @torch.no_grad()
 def bench_mask_naming(model, x: torch.Tensor, ns: Sequence[int] = (10, 100, 500),
-                      repeat: int = 3, method: str = 'pooling') -> List[dict]:
+                      repeat: int = 3, method: str = 'pooling', warmup: int = 1
+                      ) -> List[dict]:
     """Seconds to name ``N`` random masks on ``x [1, 3, H, W]`` for each ``N`` in ``ns``, the
     calls for the different ``N`` alternating (so other load slows all alike).
 
@@ -177,7 +178,7 @@ def bench_mask_naming(model, x: torch.Tensor, ns: Sequence[int] = (10, 100, 500)
     masks = {n: random_masks(n, *x.shape[-2:]) for n in ns}
     calls = {n: (lambda m=m: clf(m, text, backbone=model.backbone, inputs=x, image=image))
              for n, m in masks.items()}
-    times = alternate(calls, repeat)
+    times = alternate(calls, repeat, warmup)
     return [dict(method=method, masks=n, seconds=times[n]) for n in ns]
 
 
@@ -250,7 +251,7 @@ def bench_infer_rss(model, paths: Sequence[str], out_dir: str, start: int = 100,
 
 @torch.no_grad()
 def bench_sizes(model, heights: Sequence[int], repeat: int = 3, aspect: float = 4 / 3,
-                modes: Sequence[str] = ('whole', 'slide')) -> List[dict]:
+                modes: Sequence[str] = ('whole', 'slide'), warmup: int = 1) -> List[dict]:
     """Seconds per ``model.predict`` on random ``[1, 3, s, round(s * aspect)]`` inputs for each
     height ``s`` and each inference mode (``'whole'``, ``'slide'`` with the model's own windows),
     all calls alternating."""
@@ -269,7 +270,7 @@ def bench_sizes(model, heights: Sequence[int], repeat: int = 3, aspect: float = 
     old = model.test_cfg
     try:
         times = alternate({(m, s): (lambda m=m, x=x: call(m, x)) for m in modes
-                           for s, x in xs.items()}, repeat)
+                           for s, x in xs.items()}, repeat, warmup)
     finally:
         model.test_cfg = old
     return [dict(mode=m, height=s, width=xs[s].shape[-1], seconds=times[(m, s)])
@@ -295,8 +296,14 @@ def plot_lines(series: Dict[str, Sequence[tuple]], path: str, title: str, xlabel
                 ax.annotate(f'{y:.2f}', (x, y), textcoords='offset points', xytext=(4, 4),
                             fontsize=7)
         if log:
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
             ax.set_xscale('log')
             ax.set_yscale('log')
+            ax.set_xticks(sorted({x for points in series.values() for x, _ in points}))
+            ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:.3g}'))
+                axis.set_minor_formatter(NullFormatter())
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.title.set_fontsize(9)
         ax.grid(True, which='both', alpha=0.3)

@@ -25,6 +25,7 @@ from ..utils.io import (
     load_image,
     write_png,
 )
+from ..utils.memory import release_free_memory
 from ..utils.visualization import overlay_with_legend
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
@@ -281,6 +282,8 @@ def run_images(model, paths: Sequence[str], out_dir: str, progress: bool = True,
         results.append(dict(image=path, overlay=f'{stem}_overlay.png',
                             label=f'{stem}_label.png', **summary,
                             **(dict(notice=notice) if notice else {})))
+        del res, overlay
+        release_free_memory()      # images of new sizes would raise RSS for good (utils/memory)
         if on_image is not None:
             on_image(i)
     dtype, unknown = label_encoding(len(classes))

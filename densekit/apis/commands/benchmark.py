@@ -164,6 +164,8 @@ def main(argv=None) -> int:
     p.add_argument('--vocabulary', help='a vocabulary file for the image benchmarks')
     p.add_argument('--repeat', type=int, default=5)
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--warmup', type=int, default=1,
+                   help='untimed rounds before --masks / --sizes (0 for long crop runs)')
     p.add_argument('--reference', action='store_true',
                    help='densekit vs the authors\' loop on the same model: ratio and max |diff|')
     p.add_argument('--precision', nargs='+', choices=['fp32', 'bf16', 'fp16', 'int8'],
@@ -265,7 +267,8 @@ def run(args, tmp=None) -> int:
         model = fp32.get(modes[0]) or build(args, modes[0], vocab=vocabulary(args))
         rows = []
         for method in args.mask_methods:
-            part = bm.bench_mask_naming(model, x, args.masks, args.repeat, method)
+            part = bm.bench_mask_naming(model, x, args.masks, args.repeat, method,
+                                        args.warmup)
             for r in part:
                 r['vs_first'] = r['seconds'] / part[0]['seconds']
             rows += part
@@ -283,7 +286,7 @@ def run(args, tmp=None) -> int:
                                          'seconds per image (best of runs)'))
     if args.sizes:
         model = fp32.get(modes[0]) or build(args, modes[0], vocab=vocabulary(args))
-        rows = bm.bench_sizes(model, args.sizes, args.repeat)
+        rows = bm.bench_sizes(model, args.sizes, args.repeat, warmup=args.warmup)
         out['sizes'] = rows
         tc = model.test_cfg
         table(rows, ['mode', 'height', 'width', 'seconds'],

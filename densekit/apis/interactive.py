@@ -9,6 +9,9 @@ answered cheaply afterwards).
 >>> mask = seg.predict_mask(points=[(40, 30)], labels=[1])      # bool [H, W]
 >>> seg.name_mask(mask)                                 # [{'name': 'circle', 'score': 0.8}, ...]
 
+With a CLIPN "no" tower (docs/vocabularies.md) a mask that is none of the classes is answered
+``[{'name': None, 'score': ..., 'unknown': True}, <the classes as usual>]``.
+
 Without SAM, a prompt selects SLIC superpixels (the one under each positive click, those mostly
 inside the box, minus those under negative clicks); with a :class:`SAMPromptProposer`, SAM's
 best mask. A mask is named by ``classifier`` (default: the segmentor's mask classifier) from the
@@ -222,19 +225,39 @@ class InteractiveSegmenter:
                               'box or click inside the object.')
         return mask
 
+    @property
+    def uses_clipn(self) -> bool:
+        """True when masks can be answered "none of these" by CLIPN (the segmentor has a "no"
+        tower and a ``clipn_rule``, docs/vocabularies.md)."""
+        return bool(getattr(self.model, 'uses_clipn', False)) and \
+            hasattr(self.model, 'clipn_mask_verdict')
+
     def name_mask(self, mask: np.ndarray, top_k: int = 5) -> List[dict]:
         """The ``top_k`` classes of a mask, best first: ``[{name, score}]`` (probabilities
-        over the vocabulary)."""
+        over the vocabulary).
+
+        With CLIPN (:attr:`uses_clipn`), a mask CLIPN rejects on its pooled dense embedding
+        (``ProposalSegmentor.clipn_unknown_masks``, as in *Segment*) is answered "none of these":
+        the list then starts with ``{'name': None, 'score': u, 'unknown': True}`` (``u``: the
+        rule's unknown score, ATD's ``1 - sum_c p(c)(1 - p(no | c))`` or CTW's ``p(no | c*)``),
+        followed by the ``top_k`` classes as usual. Class entries never carry ``unknown``."""
         st = self._current()
         m = torch.from_numpy(np.asarray(mask, bool))[None]
         image = torch.from_numpy(st.rgb).permute(2, 0, 1).float()
         with torch.no_grad():
+            dense = self.embedding()
             probs = self.classifier(m, self.model.text_embeddings(), backbone=self.model.backbone,
-                                    image=image, dense=self.embedding())[0]
+                                    image=image, dense=dense)[0]
+            verdict = self.model.clipn_mask_verdict(None, m, dense=dense) \
+                if self.uses_clipn else None
         scores, idx = probs.topk(min(top_k, probs.numel()))
         names = self.class_names
-        return [dict(name=names[i], score=round(float(s), 4))
-                for s, i in zip(scores.tolist(), idx.tolist())]
+        out = [dict(name=names[i], score=round(float(s), 4))
+               for s, i in zip(scores.tolist(), idx.tolist())]
+        if verdict is not None and bool(verdict.unknown[0]):
+            out.insert(0, dict(name=None, score=round(float(verdict.unknown_score[0]), 4),
+                               unknown=True))
+        return out
 
     def segment(self) -> SegmentationResult:
         """Segment the whole image with the segmentor (:func:`segment`)."""

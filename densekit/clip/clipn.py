@@ -19,7 +19,7 @@ normalised; ``logits = s * <x, yes>``, ``logits_no = s * <x, no>`` with CLIP's t
 * **CTW** (competing-to-win): the best class ``c*`` by ``p``; unknown when ``p(no | c*) > 0.5``.
 """
 import copy
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -130,9 +130,18 @@ def has_no_tower(clip: nn.Module) -> bool:
     return isinstance(getattr(clip, 'no_text', None), NoTextTower)
 
 
-def clipn_scores(cos_yes: torch.Tensor, cos_no: torch.Tensor, class_scale: float,
-                 no_scale: float, query_class: Optional[torch.Tensor] = None,
-                 num_classes: Optional[int] = None, rule: str = 'atd'):
+class ClipnVerdict(NamedTuple):
+    """:func:`clipn_verdict`'s answer: class scores, the decision, and the rule's own unknown
+    score (ATD: ``1 - sum_q p(q) (1 - p(no | q))``; CTW: ``p(no | c*)``)."""
+    scores: torch.Tensor
+    unknown: torch.Tensor
+    unknown_score: torch.Tensor
+
+
+def clipn_verdict(cos_yes: torch.Tensor, cos_no: torch.Tensor, class_scale: float,
+                  no_scale: float, query_class: Optional[torch.Tensor] = None,
+                  num_classes: Optional[int] = None, rule: str = 'atd',
+                  best: Optional[torch.Tensor] = None) -> ClipnVerdict:
     """CLIPN's decision over dim 0.
 
     Args:
@@ -142,10 +151,13 @@ def clipn_scores(cos_yes: torch.Tensor, cos_no: torch.Tensor, class_scale: float
         no_scale: temperature of the yes/no comparison (CLIPN: CLIP's ``logit_scale.exp()``).
         query_class, num_classes: queries -> classes (a class scores its best query).
         rule: ``'atd'`` or ``'ctw'`` (module docstring).
+        best: CTW only: the query judged per input (``[...]`` long, e.g. a detector's predicted
+            class when queries are classes); default the best by ``p``, as CLIPN.
 
     Returns:
-        ``(scores [K, ...], unknown [...] bool)``: ``scores = p(c) * (1 - p(no | c))`` (the best
-        query of each class) and where the input is none of the classes.
+        :class:`ClipnVerdict`: ``scores [K, ...] = p(c) * (1 - p(no | c))`` (the best query of
+        each class), ``unknown [...]`` bool (the input is none of the classes) and the rule's
+        ``unknown_score [...]`` (ATD: unknown when it beats every class score; CTW: when > 1/2).
     """
     if rule not in RULES:
         raise ValueError(f'unknown CLIPN rule {rule!r}; expected one of {RULES}')
@@ -159,11 +171,24 @@ def clipn_scores(cos_yes: torch.Tensor, cos_no: torch.Tensor, class_scale: float
         scores = per_query.new_zeros((num_classes,) + per_query.shape[1:]).scatter_reduce(
             0, idx.expand_as(per_query), per_query, 'amax', include_self=False)
     if rule == 'atd':
-        unknown = (1 - per_query.sum(0)) > scores.max(0)[0]
+        unknown_score = 1 - per_query.sum(0)
+        unknown = unknown_score > scores.max(0)[0]
     else:
-        best = p.argmax(0, keepdim=True)
-        unknown = torch.gather(p_yes, 0, best)[0] < 0.5
-    return scores, unknown
+        best = p.argmax(0, keepdim=True) if best is None else \
+            best.to(p.device).long().reshape(1, *p.shape[1:])
+        yes_best = torch.gather(p_yes, 0, best)[0]
+        unknown, unknown_score = yes_best < 0.5, 1 - yes_best
+    return ClipnVerdict(scores, unknown, unknown_score)
+
+
+def clipn_scores(cos_yes: torch.Tensor, cos_no: torch.Tensor, class_scale: float,
+                 no_scale: float, query_class: Optional[torch.Tensor] = None,
+                 num_classes: Optional[int] = None, rule: str = 'atd',
+                 best: Optional[torch.Tensor] = None):
+    """:func:`clipn_verdict` without the unknown score: ``(scores [K, ...], unknown [...])``."""
+    v = clipn_verdict(cos_yes, cos_no, class_scale, no_scale, query_class, num_classes, rule,
+                      best)
+    return v.scores, v.unknown
 
 
 def shapes_patch_embeddings(clip: nn.Module, data: str, split: str = 'train',

@@ -7,6 +7,7 @@ Data flow (one image)::
     proposals -> RoIAlign on the levels -> RegionTextBBoxHead -> softmax over K classes + bg
               -> RoIAlign on the dense map -> cos with the K text embeddings -> softmax
               -> geometric ensemble (base / novel weights) -> class-agnostic boxes -> NMS
+    final boxes -> with a CLIPN "no" tower: drop those CLIPN calls none of the classes
     final boxes -> AttributeHead (learned on RoI features + dense CLIP) -> attributes
 
 Only the neck, RPN and RoI heads train; CLIP stays frozen, so its dense embeddings keep the
@@ -46,6 +47,11 @@ class OpenVocabRCNN(OpenVocabMixin, TwoStageDetector):
         attributes: attribute vocabulary (see :class:`~densekit.heads.AttributeVocabulary`);
             needs ``roi_head.attribute_head``.
         attribute_exclusive: exclusive groups when ``attributes`` is a ``{group: values}`` dict.
+        clipn_rule: with a CLIPN checkpoint (a "no" text tower, :mod:`densekit.clip.clipn`),
+            final boxes whose training-free region embedding (``roi_head.clip_source``: RoI-pooled
+            dense map or crop) is none of the classes are dropped: ``'atd'`` (default; over all
+            classes) or ``'ctw'`` (``p(no | predicted class) > 1/2``); ``None`` ignores the
+            tower. Without a "no" tower this does nothing.
     """
 
     def __init__(self,
@@ -59,6 +65,7 @@ class OpenVocabRCNN(OpenVocabMixin, TwoStageDetector):
                  base_classes: Optional[Sequence[str]] = None,
                  attributes=None,
                  attribute_exclusive=False,
+                 clipn_rule: Optional[str] = 'atd',
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -85,6 +92,22 @@ class OpenVocabRCNN(OpenVocabMixin, TwoStageDetector):
         self._init_open_vocab(clip_model, text_encoder, vocabulary, base_classes, attributes,
                               attribute_exclusive)
         self.roi_head.dense_logit_scale = self.clip_logit_scale
+        self.roi_head.no_scale = float(clip_model.logit_scale.detach().exp())  # CLIPN's yes / no
+        self.set_clipn_rule(clipn_rule)
+
+    def set_clipn_rule(self, rule: Optional[str]):
+        """``'atd'``, ``'ctw'`` or ``None`` (see ``clipn_rule``); takes effect at the next
+        prediction."""
+        from ..clip.clipn import RULES
+        if rule is not None and rule not in RULES:
+            raise ValueError(f'clipn_rule must be one of {RULES} or None, got {rule!r}')
+        self.clipn_rule = rule
+        return self
+
+    @property
+    def uses_clipn(self) -> bool:
+        """True when predictions go through CLIPN (a "no" tower and a rule)."""
+        return self.clipn_rule is not None and self.text_encoder.no_tower is not None
 
     def _attribute_head(self):
         return self.roi_head.attribute_head
@@ -107,10 +130,14 @@ class OpenVocabRCNN(OpenVocabMixin, TwoStageDetector):
                              images=batch_inputs, image_encoder=self.backbone.visual)
 
     # -------------------------------------------------------------- vocabulary
-    def _push_vocabulary(self, vocab):
+    def _push_vocabulary(self, vocab, clipn: bool = False):
+        """Class embeddings to the RoI head; with ``clipn`` (at prediction) and a CLIPN rule,
+        also their "no" embeddings (otherwise none: no rejection)."""
         novel = self.is_novel(vocab)
+        no = self.no_class_embeddings(vocab) if clipn and self.uses_clipn else None
         self.roi_head.set_text_embeddings(self.class_embeddings(vocab), is_base=~novel,
-                                          train_mask=~novel)
+                                          train_mask=~novel, no_embeds=no)
+        self.roi_head.clipn_rule = self.clipn_rule
 
     # ----------------------------------------------------------------- train
     def loss(self, batch_inputs, batch_data_samples) -> dict:
@@ -122,7 +149,8 @@ class OpenVocabRCNN(OpenVocabMixin, TwoStageDetector):
     def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
         """mmdet's two-stage prediction with the vocabulary of each sample (see
         :mod:`densekit.detectors.vocabulary`); adds ``label_names`` and, with an attribute head,
-        ``attribute_scores [n, A]`` and ``attributes`` to ``pred_instances``."""
+        ``attribute_scores [n, A]`` and ``attributes`` to ``pred_instances``. With CLIPN
+        (``clipn_rule`` and a "no" tower) boxes that are none of the classes are dropped."""
         vocabs = self._sample_vocabularies(batch_data_samples)
         self._refresh_attributes()
         if all(v == vocabs[0] for v in vocabs):
@@ -130,7 +158,7 @@ class OpenVocabRCNN(OpenVocabMixin, TwoStageDetector):
         else:
             groups = [([i], v) for i, v in enumerate(vocabs)]
         for idx, vocab in groups:
-            self._push_vocabulary(vocab)
+            self._push_vocabulary(vocab, clipn=True)
             samples = [batch_data_samples[i] for i in idx]
             super().predict(batch_inputs[idx], samples, rescale=rescale)
             for s in samples:

@@ -22,7 +22,12 @@ from mmengine.structures import InstanceData
 
 from ..clip.builder import build_clip
 from .clip_utils import clip_det_preprocessor, clip_embed_dim
-from .region_text_heads import DenseFeatures, region_clip_embeddings, sanitize_boxes
+from .region_text_heads import (
+    DenseFeatures,
+    clipn_unknown_regions,
+    region_clip_embeddings,
+    sanitize_boxes,
+)
 from .vocabulary import OpenVocabMixin
 
 __all__ = ['RegionCLIPClassifier']
@@ -168,10 +173,9 @@ class RegionCLIPClassifier(OpenVocabMixin, BaseDetector):
             scores, labels = scores.flatten(), labels.flatten()
             keep = scores >= self.score_thr
             if self.clipn_rule is not None and self.text_encoder.no_tower is not None:
-                from ..clip.clipn import clipn_scores  # CLIPN: drop "none of these" boxes
-                no = self.no_class_embeddings(vocab).to(e)
-                _, unknown = clipn_scores((e @ text.t()).T, (e @ no.t()).T, self.logit_scale,
-                                          self.no_scale, rule=self.clipn_rule)
+                unknown = clipn_unknown_regions(  # CLIPN: drop "none of these" boxes
+                    e, text, self.no_class_embeddings(vocab), self.logit_scale, self.no_scale,
+                    self.clipn_rule)
                 keep &= ~unknown[box_rows]
             box_rows, scores, labels = box_rows[keep], scores[keep], labels[keep]
             bboxes = r[box_rows, 1:]

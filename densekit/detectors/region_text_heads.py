@@ -38,7 +38,7 @@ from mmengine.structures import InstanceData
 from .attribute_head import box_geometry
 
 __all__ = ['DenseFeatures', 'sanitize_boxes', 'roi_embeddings', 'crop_embeddings',
-           'region_clip_embeddings', 'geometric_ensemble',
+           'region_clip_embeddings', 'clipn_unknown_regions', 'geometric_ensemble',
            'RegionTextBBoxHead', 'RegionTextRoIHead']
 
 
@@ -154,6 +154,22 @@ def region_clip_embeddings(x: DenseFeatures, rois: torch.Tensor, source: str = '
         cfg.setdefault('size', _encoder_size(x.image_encoder))
         return crop_embeddings(x.images, rois, x.image_encoder, **cfg)
     raise ValueError(f"clip_source must be 'dense' or 'crop', got {source!r}")
+
+
+def clipn_unknown_regions(emb: torch.Tensor, text: torch.Tensor, no_text: torch.Tensor,
+                          class_scale: float, no_scale: float, rule: str = 'atd',
+                          labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """CLIPN's "none of these" verdict per region (``[N]`` bool, True = unknown): unit region
+    embeddings ``emb [N, D]`` against the class "yes" / "no" embeddings ``text, no_text
+    [K, D]`` (:func:`densekit.clip.clipn.clipn_scores`; ``class_scale`` the class softmax's,
+    ``no_scale`` CLIP's trained scale). ``labels [N]`` (CTW only): the class each region was
+    predicted as, judged instead of CLIP's best class; ATD weighs every class either way."""
+    from ..clip.clipn import clipn_scores
+    if emb.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool, device=emb.device)
+    _, unknown = clipn_scores((emb @ text.to(emb).t()).T, (emb @ no_text.to(emb).t()).T,
+                              class_scale, no_scale, rule=rule, best=labels)
+    return unknown
 
 
 def _encoder_size(encoder) -> int:
@@ -353,7 +369,9 @@ class RegionTextRoIHead(StandardRoIHead):
     carried by :class:`DenseFeatures` (ensembled by the bbox head), and an optional attribute
     head run on the final boxes (learned branch on the RoI features + box geometry, dense
     branch on the pooled CLIP embedding). Without a dense map (a plain backbone) the learned
-    scores are used alone.
+    scores are used alone. With CLIPN "no" embeddings (``set_text_embeddings(..., no_embeds)``,
+    the detector's ``clipn_rule``), final boxes that are none of the classes are dropped before
+    the attributes (:meth:`drop_unknown`).
 
     Args:
         attribute_head: :class:`~densekit.detectors.attribute_head.AttributeHead` config, or None.
@@ -381,13 +399,29 @@ class RegionTextRoIHead(StandardRoIHead):
         self.crop = dict(crop or {})
         self.attribute_threshold = float(attribute_threshold)
         self.dense_logit_scale = 100.0   # the detector sets the CLIP model's own scale
+        # CLIPN (set by the detector when its CLIP has a "no" tower): final boxes whose region
+        # embedding is none of the classes are dropped (:meth:`drop_unknown`)
+        self.clipn_rule: Optional[str] = None
+        self.no_scale = 100.0
+        self.no_text_embeds: Optional[torch.Tensor] = None
 
     @property
     def with_attributes(self) -> bool:
         return self.attribute_head is not None
 
-    def set_text_embeddings(self, embeds, is_base=None, train_mask=None):
+    def set_text_embeddings(self, embeds, is_base=None, train_mask=None,
+                            no_embeds: Optional[torch.Tensor] = None):
+        """The class embeddings (see :meth:`RegionTextBBoxHead.set_text_embeddings`) and,
+        for CLIPN, their "no" embeddings ``[K, D]`` (None: no rejection)."""
         self.bbox_head.set_text_embeddings(embeds, is_base, train_mask)
+        if no_embeds is not None and tuple(no_embeds.shape) != tuple(embeds.shape):
+            raise ValueError(f'"no" embeddings must match the class embeddings '
+                             f'{tuple(embeds.shape)}, got {tuple(no_embeds.shape)}')
+        self.no_text_embeds = None if no_embeds is None else no_embeds.detach().float()
+
+    @property
+    def uses_clipn(self) -> bool:
+        return self.clipn_rule is not None and self.no_text_embeds is not None
 
     # ------------------------------------------------------------------ train
     def loss(self, x: Tuple[torch.Tensor], rpn_results_list, batch_data_samples) -> dict:
@@ -447,6 +481,8 @@ class RegionTextRoIHead(StandardRoIHead):
         metas = [s.metainfo for s in batch_data_samples]
         results_list = self.predict_bbox(x, metas, rpn_results_list, rcnn_test_cfg=self.test_cfg,
                                          rescale=False)
+        if self.uses_clipn:
+            results_list = self.drop_unknown(x, results_list)
         if self.with_attributes:
             self.predict_attributes(x, metas, results_list)
         if rescale:
@@ -475,6 +511,24 @@ class RegionTextRoIHead(StandardRoIHead):
             else (None,) * len(counts),
             batch_img_metas=batch_img_metas, rcnn_test_cfg=rcnn_test_cfg, rescale=rescale,
             clip_probs=clip_probs.split(counts, 0) if clip_probs is not None else None)
+
+    def drop_unknown(self, x, results_list: List[InstanceData]) -> List[InstanceData]:
+        """CLIPN: drop the final boxes (input-image coordinates) whose training-free region
+        embedding (``clip_source``) is none of the classes for their predicted label
+        (:func:`clipn_unknown_regions`). Unchanged when ``x`` has no dense map / images."""
+        rois = bbox2roi([res.bboxes for res in results_list])
+        if rois.shape[0] == 0:
+            return results_list
+        emb = self.region_embeddings(x, rois)
+        if emb is None:
+            return results_list
+        labels = torch.cat([res.labels for res in results_list]).to(emb.device)
+        unknown = clipn_unknown_regions(emb, self.bbox_head.text_embeds, self.no_text_embeds,
+                                        self.dense_logit_scale, self.no_scale, self.clipn_rule,
+                                        labels=labels)
+        counts = [len(res) for res in results_list]
+        return [res[~u.to(res.bboxes.device)] for res, u in zip(results_list,
+                                                                unknown.split(counts))]
 
     def predict_attributes(self, x, batch_img_metas: List[dict], results_list):
         """Add ``attribute_scores [n, A]`` and ``attributes`` (names per box) to each result;

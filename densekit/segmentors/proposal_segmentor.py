@@ -166,21 +166,28 @@ class ProposalSegmentor(OpenVocabSegmentor):
         return proposals, probs.to(inputs.device)
 
     @torch.no_grad()
-    def clipn_unknown_masks(self, inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def clipn_unknown_masks(self, inputs: Optional[torch.Tensor], masks: torch.Tensor,
+                            dense: Optional[torch.Tensor] = None) -> torch.Tensor:
         """CLIPN's verdict per mask (``[N]`` bool, True = none of the classes): the mask's
         pooled dense embedding (mean of the unit patch embeddings it covers, normalised) scored
-        against the "yes" and "no" queries (:func:`densekit.clip.clipn.clipn_scores`)."""
-        from ..clip.clipn import clipn_scores
-        dense = self.dense_embeddings(inputs)                            # [D, h, w]
+        against the "yes" and "no" queries (:func:`densekit.clip.clipn.clipn_scores`).
+        ``dense [D, h, w]``: :meth:`dense_embeddings` of ``inputs`` when already computed."""
+        return self.clipn_mask_verdict(inputs, masks, dense).unknown
+
+    @torch.no_grad()
+    def clipn_mask_verdict(self, inputs: Optional[torch.Tensor], masks: torch.Tensor,
+                           dense: Optional[torch.Tensor] = None):
+        """:meth:`clipn_unknown_masks` with the class scores and the rule's unknown score
+        (:class:`densekit.clip.clipn.ClipnVerdict`, per mask: ``scores [K, N]``)."""
+        from ..clip.clipn import clipn_verdict
+        dense = self.dense_embeddings(inputs) if dense is None else dense      # [D, h, w]
         m = F.interpolate(masks[:, None].float(), size=dense.shape[-2:], mode='area')[:, 0]
-        pooled = F.normalize(torch.einsum('nhw,dhw->nd', m, dense), dim=-1)   # [N, D]
+        pooled = F.normalize(torch.einsum('nhw,dhw->nd', m.to(dense), dense), dim=-1)  # [N, D]
         text = self.decode_head.text_embeds.to(pooled)
         q = self.num_queries
         cos = pooled @ text.T                                            # [N, 2Q]
-        _, unknown = clipn_scores(cos[:, :q].T, cos[:, q:].T, self.logit_scale,
-                                  self.no_scale, self.query_class, self.num_classes,
-                                  self.clipn_rule)
-        return unknown
+        return clipn_verdict(cos[:, :q].T, cos[:, q:].T, self.logit_scale, self.no_scale,
+                             self.query_class, self.num_classes, self.clipn_rule)
 
     def mask_labels(self, probs: torch.Tensor) -> torch.Tensor:
         """``probs [N, K]`` -> label per mask, ``none_label`` below ``none_thd``."""

@@ -16,7 +16,8 @@ bad request):
 * ``GET  /api/image/<id>.png``           the image as the server sees it (maybe downscaled)
 * ``POST /api/click``                    ``{id, points: [[x, y], ...], labels: [1|0, ...],
   box: [x1, y1, x2, y2] | null, vocab, mode}`` -> ``{mask: data-URL PNG, labels: [{name,
-  score}], area}``
+  score}], area}``; with a CLIPN "no" tower a rejected mask's labels start with ``{name: null,
+  score, unknown: true}`` (shown as "none of these"; ``InteractiveSegmenter.name_mask``)
 * ``POST /api/segment``                  ``{id, vocab, mode}`` -> ``{overlay: data-URL PNG,
   legend: [{name, color, share, score}], label_url, json_url}``
 * ``GET  /api/result/<id>/label.png``    class indices of the last segmentation (8-bit, 255 =

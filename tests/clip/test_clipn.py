@@ -17,7 +17,7 @@ from densekit.apis.inference import UNKNOWN_LABEL
 from densekit.clip import CLIPTextEncoder, build_clip, load_no_tower
 from densekit.clip.clipn import clipn_scores, has_no_tower
 
-from numerics import F64_ATOL
+from numerics import F64_ATOL, fp32_atol
 
 VOCAB = ['sky', 'grass', 'circle', 'square']
 
@@ -230,3 +230,187 @@ def test_train_clipn_tool_writes_a_loadable_checkpoint(tmp_path):
     clip = build_clip('densekit-tiny-vit', checkpoint=str(out))
     assert has_no_tower(clip)
     assert main(['--data', str(data), '--out', str(out), '--exclude', 'dragon']) == 2
+
+
+# ----------------------------------------------- OpenVocabRCNN: predicted boxes dropped by CLIPN
+RCNN_CFG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+                    'configs', 'detection', 'ov_rcnn_shapes_tiny.py')
+
+
+def _rcnn(checkpoint, max_per_img=300):
+    """The Shapes OpenVocabRCNN config on the tiny random CLIP (random, untrained heads; score
+    threshold 0 so that every class keeps boxes after NMS)."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    cfg = Config.fromfile(RCNN_CFG)
+    cfg.merge_from_dict({
+        'model.clip.model': 'densekit-tiny-vit', 'model.clip.checkpoint': checkpoint,
+        'model.text_encoder.templates': 'single', 'model.backbone.out_indices': [2],
+        'model.neck.0.in_channels': 64, 'model.neck.0.scale_factors': [4.0, 2.0, 1.0, 0.5],
+        'model.vocabulary': VOCAB, 'model.base_classes': VOCAB[:2],
+        'model.test_cfg.rcnn.score_thr': 0.0, 'model.test_cfg.rcnn.max_per_img': max_per_img})
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model.eval()
+
+
+def _detect(model, img):
+    from mmdet.structures import DetDataSample
+    s = DetDataSample(metainfo=dict(img_shape=tuple(img.shape[1:]), ori_shape=tuple(img.shape[1:]),
+                                    scale_factor=(1.0, 1.0)))
+    return model.test_step(dict(inputs=[img], data_samples=[s]))[0].pred_instances
+
+
+def _same(a, b):
+    return (torch.equal(a.bboxes, b.bboxes) and torch.equal(a.scores, b.scores)
+            and torch.equal(a.labels, b.labels))
+
+
+def test_ov_rcnn_drops_boxes_clipn_rejects(tmp_path, tiny_clip):
+    """The agreeing "no" tower (p(no | c) = 1/2 for every class): ATD's unknown score
+    1 - sum_c p(c)/2 = 1/2 beats every class score p(c)/2, so every predicted box goes, with the
+    dense RoI embedding and with crops; CTW needs p(no | label) > 1/2 and drops none. Without a
+    "no" tower the predictions are exactly those of the rule switched off."""
+    path, _ = clipn_file(tmp_path, tiny_clip, agree=True)
+    model = _rcnn(path, max_per_img=20)
+    assert model.uses_clipn
+    img = torch.randint(0, 255, (3, 64, 96), generator=torch.Generator().manual_seed(1)).float()
+    off = _detect(model.set_clipn_rule(None), img)
+    assert len(off) == 20 and len(off.attributes) == 20
+    atd = _detect(model.set_clipn_rule('atd'), img)
+    assert len(atd) == 0 and len(atd.attributes) == 0 and atd.attribute_scores.shape[0] == 0
+    assert _same(_detect(model.set_clipn_rule('ctw'), img), off)
+    model.roi_head.clip_source = 'crop'                 # the region embedding from box crops
+    assert len(_detect(model.set_clipn_rule(None), img)) == 20
+    assert len(_detect(model.set_clipn_rule('atd'), img)) == 0
+    model.roi_head.clip_source = 'dense'
+    # a plain CLIP (no "no" tower), the same head weights: ATD on changes nothing
+    torch.save(tiny_clip.state_dict(), tmp_path / 'plain.pt')
+    plain = _rcnn(str(tmp_path / 'plain.pt'), max_per_img=20)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if 'no_text.' not in k and 'no_tower.' not in k})
+    assert not plain.uses_clipn and plain.clipn_rule == 'atd'
+    assert _same(_detect(plain, img), off)
+    with pytest.raises(ValueError, match='clipn_rule'):
+        model.set_clipn_rule('nope')
+
+
+def test_ov_rcnn_clipn_judges_the_predicted_class(tmp_path, tiny_clip, monkeypatch):
+    """Constructed so that the outcome follows from the formulas: the dense map is one unit
+    vector u = the class-0 text embedding, so every box's region embedding is u (RoIAlign of a
+    constant map, normalised) and cos(u, yes_c) = t_c with t_0 = 1 = max. "No" embeddings
+    no_0 = -u, no_c = +u (c > 0) give p(yes | 0) = sigmoid(2 s) ~ 1 and
+    p(yes | c) = sigmoid(s (t_c - 1)) < 1/2: CTW on the predicted label keeps exactly the boxes
+    labelled 0 (CLIP's own best class is 0 for every box, so a per-region CTW would keep all).
+    All "no" = +u: p(yes | c) <= 1/2, ATD's unknown >= 1/2 > p(c)/2 >= every class score: all
+    dropped. All "no" = -u: unknown <= 1 - sigmoid(s (1 + min t)) and the class-0 score
+    >= sigmoid(2 s) / K, checked below to be larger: none dropped."""
+    from densekit.detectors.region_text_heads import DenseFeatures
+    path, _ = clipn_file(tmp_path, tiny_clip, agree=True)
+    model = _rcnn(path)
+    img = torch.randint(0, 255, (3, 64, 96), generator=torch.Generator().manual_seed(2)).float()
+    yes = model.class_embeddings(model.vocabulary)
+    u = yes[0]
+    t = yes @ u
+    extract = model.extract_feat
+
+    def constant_dense(inputs):
+        x = extract(inputs)
+        return DenseFeatures(x, dense=u[None, :, None, None].expand_as(x.dense).contiguous(),
+                             stride=x.stride, images=x.images, image_encoder=x.image_encoder)
+
+    monkeypatch.setattr(model, 'extract_feat', constant_dense)
+    off = _detect(model.set_clipn_rule(None), img)
+    counts = torch.bincount(off.labels, minlength=len(VOCAB))
+    assert counts[0] > 0 and counts[1:].sum() > 0          # both kinds of label are predicted
+    assert bool((t[1:] < 1).all())                          # p(yes | c > 0) < 1/2 strictly
+
+    def with_no(no):
+        monkeypatch.setattr(model, 'no_class_embeddings', lambda vocab: no)
+
+    with_no(torch.stack([-u] + [u] * (len(VOCAB) - 1)))
+    ctw = _detect(model.set_clipn_rule('ctw'), img)
+    keep = off.labels == 0
+    assert torch.equal(ctw.bboxes, off.bboxes[keep]) and torch.equal(ctw.labels, off.labels[keep])
+    with_no(u.expand(len(VOCAB), -1))
+    assert len(_detect(model.set_clipn_rule('atd'), img)) == 0
+    with_no(-u.expand(len(VOCAB), -1))
+    s = model.roi_head.no_scale
+    assert torch.sigmoid(torch.tensor(2 * s)) / len(VOCAB) > \
+        1 - torch.sigmoid(s * (1 + t.min()))
+    assert _same(_detect(model.set_clipn_rule('atd'), img), off)
+
+
+# ---------------------------------------- interactive naming (the web demo's click -> mask -> name)
+def _clicked(seg, seed=3):
+    from densekit.apis.interactive import InteractiveSegmenter
+    it = InteractiveSegmenter(seg)
+    it.set_image(_image(seed))
+    return it, it.predict_mask(points=[(40, 30)])
+
+
+def test_interactive_names_a_rejected_mask_none_of_these(tmp_path, tiny_clip):
+    """The agreeing "no" tower: ATD rejects the mask (unknown score 1 - sum_q p(q)/2 = 1/2),
+    CTW does not (p(no | c*) = 1/2 is not > 1/2); the classes are listed as without CLIPN."""
+    path, _ = clipn_file(tmp_path, tiny_clip, agree=True)
+    seg = init_segmentor(_cfg(path, proposals='slic'))
+    it, mask = _clicked(seg)
+    assert it.uses_clipn
+    names = it.name_mask(mask, top_k=2)
+    seg.set_clipn_rule(None)
+    plain = it.name_mask(mask, top_k=2)
+    assert not it.uses_clipn and len(plain) == 2 and not any('unknown' in n for n in plain)
+    assert names[0]['name'] is None and names[0]['unknown'] is True
+    # 1 - sum of Q probabilities / 2, rounded to 4 decimals by name_mask
+    assert abs(names[0]['score'] - 0.5) <= 5e-5 + fp32_atol(len(VOCAB))
+    assert names[1:] == plain
+    seg.set_clipn_rule('ctw')
+    assert it.name_mask(mask, top_k=2) == plain
+
+
+def test_interactive_clipn_keeps_and_rejects_by_construction(tmp_path, tiny_clip, monkeypatch):
+    """The dense map is one unit vector u = the first query's text embedding, so the mask's
+    pooled embedding is u; "no" queries all +u: ATD rejects (unknown >= 1/2 > every p(q)/2);
+    all -u: ATD keeps (unknown <= 1 - sigmoid(s (1 + min cos)) < sigmoid(2 s) / Q <= the best
+    class score, checked below)."""
+    path, _ = clipn_file(tmp_path, tiny_clip, agree=True)
+    seg = init_segmentor(_cfg(path, proposals='slic'))
+    yes = seg.text_embeddings().embeds
+    u = yes[0]
+    dense = seg.dense_embeddings
+
+    def constant(inputs):
+        d = dense(inputs)
+        return u[:, None, None].expand_as(d).contiguous()
+
+    monkeypatch.setattr(seg, 'dense_embeddings', constant)
+    it, mask = _clicked(seg)
+    q = yes.shape[0]
+    for sign, rejected in ((1, True), (-1, False)):
+        seg.decode_head.set_text_embeddings(torch.cat([yes, sign * u.expand(q, -1)]),
+                                            len(VOCAB))
+        names = it.name_mask(mask, top_k=2)
+        assert bool(names[0].get('unknown')) is rejected, sign
+    s = seg.no_scale
+    assert torch.sigmoid(torch.tensor(2 * s)) / q > 1 - torch.sigmoid(s * (1 + (yes @ u).min()))
+
+
+def test_web_click_answers_none_of_these(tmp_path, tiny_clip):
+    from densekit.web.app import DemoEngine, create_app
+    path, _ = clipn_file(tmp_path, tiny_clip, agree=True)
+    seg = init_segmentor(_cfg(path, proposals='slic'))
+    client = create_app(engine=DemoEngine(seg)).test_client()
+    ok, png = cv2.imencode('.png', _image(3))
+    import io
+    r = client.post('/api/image', data=dict(file=(io.BytesIO(png.tobytes()), 'x.png')),
+                    content_type='multipart/form-data')
+    assert r.status_code == 200, r.get_json()
+    r = client.post('/api/click', json=dict(id=r.get_json()['id'], points=[[40, 30]],
+                                            vocab=', '.join(VOCAB)))
+    assert r.status_code == 200, r.get_json()
+    labels = r.get_json()['labels']
+    assert labels[0]['name'] is None and labels[0]['unknown'] is True
+    assert [row['name'] for row in labels[1:]] and all(row['name'] in VOCAB for row in labels[1:])

@@ -176,7 +176,9 @@
       for (const row of data.labels) {
         const li = document.createElement('li');
         li.innerHTML = '<span class="name"></span> <span class="score"></span>';
-        li.querySelector('.name').textContent = row.name;
+        // CLIPN (a "no" tower): a rejected mask comes first as {name: null, unknown: true}
+        li.querySelector('.name').textContent = row.unknown ? 'none of these' : row.name;
+        if (row.unknown) li.className = 'unknown';
         li.querySelector('.score').textContent = row.score.toFixed(3);
         list.appendChild(li);
       }

@@ -108,6 +108,8 @@ class OpenVocabMixin:
         (the CLIP needs a "no" tower: :mod:`densekit.clip.clipn`)."""
         text = self.text_encoder(vocab)
         no = self.text_encoder.no_embeddings(vocab)
+        if no.shape[0] == len(text.vocabulary):   # as class_embeddings: no re-normalisation,
+            return no                             # so an identical tower gives identical rows
         summed = no.new_zeros(len(text.vocabulary), no.shape[1])
         summed.index_add_(0, text.query_class.to(summed.device), no)
         return F.normalize(summed, dim=-1)

@@ -48,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument('--boxes', help='JSON boxes to name (skips the detector\'s own proposals)')
     p.add_argument('--drop-invalid', action='store_true', help='skip degenerate boxes')
     p.add_argument('--score-thr', type=float, default=0.3)
+    p.add_argument('--clipn-rule', choices=['atd', 'ctw', 'off'], default=None,
+                   help='with a CLIPN CLIP (a "no" text tower): how boxes that are none of the '
+                        "classes are dropped (default: the config's, atd; docs/vocabularies.md)")
     p.add_argument('--out', default='outputs/infer_det')
     p.add_argument('--device', default='cpu')
     return p.parse_args(argv)
@@ -107,6 +110,8 @@ def main(argv=None) -> int:
         model = api.init_detector(cfg, args.checkpoint, device=args.device)
         if args.drop_invalid and hasattr(model, 'invalid_boxes'):
             model.invalid_boxes = 'drop'
+        if args.clipn_rule is not None and hasattr(model, 'clipn_rule'):
+            model.clipn_rule = None if args.clipn_rule == 'off' else args.clipn_rule
         if attributes is not None:
             model.set_attributes(attributes)
         check_writable_dir(args.out)

@@ -92,7 +92,9 @@ class OpenVocabRCNN(OpenVocabMixin, TwoStageDetector):
         self._init_open_vocab(clip_model, text_encoder, vocabulary, base_classes, attributes,
                               attribute_exclusive)
         self.roi_head.dense_logit_scale = self.clip_logit_scale
-        self.roi_head.no_scale = float(clip_model.logit_scale.detach().exp())  # CLIPN's yes / no
+        # CLIPN compares yes / no at CLIP's trained temperature (uncapped, as CLIPN)
+        scale = getattr(clip_model, 'logit_scale', None)
+        self.roi_head.no_scale = float(scale.detach().exp()) if scale is not None else 100.0
         self.set_clipn_rule(clipn_rule)
 
     def set_clipn_rule(self, rule: Optional[str]):

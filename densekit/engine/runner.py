@@ -146,7 +146,8 @@ def run_test_tool(argv=None) -> int:
     p = argparse.ArgumentParser(description='densekit / mmseg / mmdet test')
     _common_args(p)
     p.add_argument('--checkpoint', help='checkpoint to evaluate (omit for training-free models)')
-    p.add_argument('--out', help='write predictions: mmseg label PNGs into this folder; other tasks a results.pkl (this path if it ends in .pkl, else inside it)')
+    p.add_argument('--out', help='write predictions: mmseg label PNGs into this folder; '
+                   'other tasks a results.pkl (this path if it ends in .pkl, else inside it)')
     p.add_argument('--show-dir', help='save visualisations to this folder')
     runner, code = _runner(_test_config, p.parse_args(argv))
     if runner is None:

@@ -8,17 +8,28 @@ the authors' loop in the same run (docs/speed.md).
         --config configs/zero_shot/sclip_vitb16_voc21.py --reference --precision bf16 int8
     # text: VOC21's 56 names x 80 templates cold vs the authors' loop, then warm (new process)
     python tools/benchmark.py --model ViT-B-16 --text
-    # naming N masks by mask pooling
-    python tools/benchmark.py --model ViT-B-16 --height 336 --width 448 --masks 10 100 500
+    # naming N masks by mask pooling (and masked crops), with a plot
+    python tools/benchmark.py --model ViT-B-16 --height 336 --width 448 --masks 10 100 500 \\
+        --mask-methods pooling crop --plot-masks docs/images/speed_masks.png
+    # seconds per image vs input size (whole and slide), with a plot
+    python tools/benchmark.py --model ViT-B-16 --modes naclip --sizes 224 336 448 672 \\
+        --plot-sizes docs/images/speed_sizes.png
+    # RSS over one tools/infer.py run of 1,000 images (growth from image 100 to 1,000)
+    python tools/benchmark.py --rss 1000
+    # cProfile of tools/test.py's path by stage (data, predict, resize, PAMR, metric)
+    python tools/benchmark.py --threads 1 --profile-images 100 \\
+        --profile configs/shapes/zero_shot_vanilla_shapes_tiny.py \\
+        --cfg-options model.refine.type=densekit.PAMR
     # ProxyCLIP (DINO ViT-B/8 proxy, random weights of its size) vs NACLIP on the same input
     python tools/benchmark.py --model ViT-B-16 --size 336 --crop 336 --stride 112 \\
         --modes naclip proxyclip --vfm dino_vitb8
 
-Without ``--reference/--precision/--text/--masks`` it prints one row per mode: backbone forward
-ms/image, whole-image and slide segmentation images/s, peak resident memory. Random weights are
-fine for speed (``--model ViT-B-16`` without ``--pretrained`` builds the architecture offline;
-every model of a run is seeded alike, so all compare the same weights). Text embeddings go to a
-temporary disk cache, never the user's. ``tools/benchmark.py`` is a shell over :func:`main`.
+Without ``--reference/--precision/--text/--masks/--sizes/--rss/--profile`` it prints one row per
+mode: backbone forward ms/image, whole-image and slide segmentation images/s, peak resident
+memory. Random weights are fine for speed (``--model ViT-B-16`` without ``--pretrained`` builds
+the architecture offline; every model of a run is seeded alike, so all compare the same
+weights). Text embeddings go to a temporary disk cache, never the user's. ``tools/benchmark.py``
+is a shell over :func:`main`.
 """
 import argparse
 import json

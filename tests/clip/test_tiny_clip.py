@@ -404,3 +404,39 @@ def test_trainer_cli_init_continues_from_given_weights(tmp_path):
         assert torch.equal(a[k], b[k]), k        # lr 0: the weights are the initial ones
     assert tool.main(['--init', str(tmp_path / 'missing.safetensors'), '--out',
                       str(tmp_path / 'x.safetensors'), '--work-dir', str(tmp_path / 'wd3')]) == 2
+
+
+def test_shipped_default_patch_tokens_name_the_object_they_cover():
+    """The shipped weights were trained with region-text pairs: pooled over an object's patches,
+    the projected patch tokens (what the vanilla dense mode reads) must name its shape well above
+    chance on scenes the model never saw."""
+    import cv2
+    from scipy.stats import binom
+
+    from densekit.clip import CLIPTextEncoder
+    from densekit.clip.tiny_training import to_tensor
+    from densekit.datasets.shapes import CLASSES, STUFF_CLASSES, THING_CLASSES, generate_sample
+    model = build_clip('shapes-tiny').eval()
+    text = CLIPTextEncoder(clip_model=model)(list(THING_CLASSES)).embeds
+    v, n, correct = model.visual, 24, 0
+    for seed in range(n):
+        shape = THING_CLASSES[seed % 8]
+        # a 224 px scene (the segmentors' short side) seen through the 64 px window around
+        # the object's centre, as the sliding window sees it
+        s = generate_sample(20_000 + seed, 224, 224, classes=[STUFF_CLASSES[seed % 5], shape],
+                            min_objects=1, max_objects=1)
+        x, y, bw, bh = s['instances'][0]['bbox']
+        x0 = int(np.clip(x + bw / 2 - 32, 0, 160))
+        y0 = int(np.clip(y + bh / 2 - 32, 0, 160))
+        img = s['image'][y0:y0 + 64, x0:x0 + 64]
+        obj = (s['label_map'][y0:y0 + 64, x0:x0 + 64] == CLASSES.index(shape))
+        share = cv2.resize(obj.astype(np.float32), (8, 8), interpolation=cv2.INTER_AREA).reshape(-1)
+        with torch.no_grad():
+            _, tokens = v._pool(v.transformer(v._embeds(to_tensor([img]))))
+            dense = torch.nn.functional.normalize(tokens[0] @ v.proj, dim=-1)     # [64, D]
+        w = torch.from_numpy(share)
+        region = (w[:, None] * dense).sum(0) / w.sum()
+        correct += int((region @ text.t()).argmax() == seed % 8)
+    # chance is 1 in 8: P(>= 9 of 24 right by chance) = binom.sf(8, 24, 1/8) < 0.002
+    assert binom.sf(8, n, 1 / 8) < 0.002
+    assert correct >= 9

@@ -15,6 +15,7 @@ Speed (the text tower dominates a CPU user's start-up: 4,480 prompts for VOC21 x
   context length, templates and vocabulary are all in it) and how prompts group into queries.
   ``DENSEKIT_TEXT_CACHE=0`` (or ``disk_cache=False``) turns the disk cache off.
 """
+import functools
 import hashlib
 import logging
 import os
@@ -154,6 +155,20 @@ class _TextTower(nn.Module):
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 
+@functools.lru_cache(maxsize=8)
+def _bpe_tokenizer(arch: str, context_length: int):
+    """open_clip's tokenizer of ``arch`` (CLIP's BPE when open_clip has none for it), built
+    once per process: reading the BPE merges takes ~1 s, and a segmentor with a mask
+    classifier holds two text encoders. Tokenizers are not changed after they are built."""
+    import open_clip
+    if arch:
+        try:
+            return open_clip.get_tokenizer(arch, context_length=context_length)
+        except Exception:  # fall back to CLIP's BPE tokenizer
+            pass
+    return open_clip.SimpleTokenizer(context_length=context_length)
+
+
 @MODELS.register_module()
 class CLIPTextEncoder(nn.Module):
     """Encode vocabularies with a CLIP text tower.
@@ -207,7 +222,6 @@ class CLIPTextEncoder(nn.Module):
         """The model's tokenizer at its own context length (248 for Long-CLIP or a stretched
         CLIP); a Hugging Face text tower's tokenizer from ``transformers`` (no fallback: CLIP's
         BPE ids would be meaningless to it)."""
-        import open_clip
 
         from .longclip import context_length
         from .multilingual import is_hf_text_model
@@ -216,13 +230,7 @@ class CLIPTextEncoder(nn.Module):
         if is_hf_text_model(clip_model):
             from .multilingual import hf_tokenizer
             return hf_tokenizer(clip_model, arch)
-        if arch:
-            try:
-                return open_clip.get_tokenizer(arch, context_length=ctx)
-            except Exception:  # fall back to CLIP's BPE tokenizer
-                pass
-        return open_clip.SimpleTokenizer(
-            context_length=ctx or getattr(clip_model, 'context_length', 77))
+        return _bpe_tokenizer(arch, ctx or getattr(clip_model, 'context_length', 77))
 
     @property
     def context_length(self) -> int:

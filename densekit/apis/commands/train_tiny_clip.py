@@ -3,6 +3,9 @@
     python tools/train_tiny_clip.py                       # ~19 min on 2 cores
     python tools/train_tiny_clip.py --resume              # continue an interrupted run
     python tools/train_tiny_clip.py --force --out my.safetensors --steps 300
+    # the shipped weights' second stage: region-text training from the first stage's weights
+    python tools/train_tiny_clip.py --init stage1.safetensors --lr 5e-4 --warmup 50 \
+        --steps 2400 --finetune-steps 0 --batch-size 80 --region-views 48 --patch-weight 1.0
 
 (``tools/train_tiny_clip.py`` is a shell over :func:`main`.)
 

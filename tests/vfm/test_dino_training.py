@@ -22,14 +22,6 @@ from densekit.vfm.dino_training import (
 from numerics import F64_ATOL
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(n=3, seed=0):
     rng = np.random.default_rng(seed)
     return [(rng.random((int(rng.integers(70, 100)), int(rng.integers(70, 100)), 3)) * 255

@@ -24,14 +24,6 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BETA, GAMMA = 1.2, 3.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _seeded(fn, seed=0):
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)

@@ -21,14 +21,6 @@ FAST = ['--short-side', '64', '--crop', '64', '--stride', '32', '--no-progress',
 VOCAB = ['sky', 'grass', 'circle', 'star']
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope='module')
 def proxy_model():
     torch.manual_seed(0)

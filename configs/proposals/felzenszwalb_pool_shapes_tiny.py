@@ -3,7 +3,7 @@ _base_ = ['../_base_/models/zero_shot_shapes_tiny.py', '../_base_/datasets/shape
           '../_base_/default_runtime.py']
 model = dict(
     type='ProposalSegmentor',
-    backbone=dict(dense_mode='clearclip'),
+    backbone=dict(dense_mode='vanilla'),   # shipped shapes-tiny's best pooled map (v1: clearclip)
     proposer=dict(type='densekit.FelzenszwalbProposer', scale=[300, 1000, 3000], sigma=0.8,
                   min_size=50),
     classifier=dict(type='densekit.MaskPoolingClassifier'),   # logit_scale 40, as dense

@@ -7,7 +7,7 @@ _base_ = ['../_base_/models/zero_shot_shapes_tiny.py', '../_base_/datasets/shape
           '../_base_/default_runtime.py']
 model = dict(
     type='ProposalSegmentor',
-    backbone=dict(dense_mode='clearclip'),
+    backbone=dict(dense_mode='vanilla'),   # shipped shapes-tiny's best pooled map (v1: clearclip)
     proposer=dict(
         type='densekit.SAMAutomaticProposer', model_type='vit_b',
         checkpoint='checkpoints/sam_vit_b_01ec64.pth',

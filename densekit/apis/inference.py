@@ -23,12 +23,13 @@ DEFAULTS = dict(short_side=336, crop=224, stride=112, logit_scale=40.0, dense_mo
                 proxy_pad=56)
 # The embedded default was trained on 64 px views (docs/model_card_shapes_tiny.md): it slides
 # 64 px windows, as configs/_base_/models/zero_shot_shapes_tiny.py does. Its image tower is
-# mean-pooled, so its plain patch embeddings are its best dense map; superpixel proposals pool
-# ClearCLIP embeddings and dense regions come from MaskCLIP maps, as
-# configs/proposals/*_shapes_tiny.py do (docs/results.md). Its dense regions leave out the Shapes
+# mean-pooled, so its plain patch embeddings are its best dense map, also under superpixel
+# proposals; dense regions come from MaskCLIP maps, as configs/proposals/*_shapes_tiny.py do
+# (docs/results.md; the first version pooled ClearCLIP embeddings, which the region-text
+# stage of the shipped weights broke). Its dense regions leave out the Shapes
 # background classes (names absent from a vocabulary are ignored).
 MODEL_DEFAULTS = {'shapes-tiny': dict(short_side=224, crop=64, stride=32, dense_mode='vanilla',
-                                      proposal_dense_mode='clearclip',
+                                      proposal_dense_mode='vanilla',
                                       region_dense_mode='maskclip',
                                       background=STUFF_CLASSES, proxy_pad=8)}
 
@@ -72,7 +73,7 @@ def segmentor_config(model: str = 'shapes-tiny', pretrained: Optional[str] = Non
     with ``proposals='dense-regions'`` one that names the connected regions of the dense map
     except those of the ``background`` classes (docs/proposals.md). ``None`` settings take the
     model's defaults (``MODEL_DEFAULTS``: the embedded shapes-tiny uses vanilla dense maps,
-    clearclip under superpixels, maskclip + PAMR for dense regions with the Shapes background
+    also under superpixels, maskclip + PAMR for dense regions with the Shapes background
     classes left out, 64 px windows on a 224 px short side; other CLIPs naclip, 224 px windows on
     336, no background classes). ``bg_index`` labels pixels below ``prob_thd`` (0: the first
     class, e.g. a background class; ``None``: unknown, ``UNKNOWN_LABEL``, which

@@ -133,9 +133,14 @@ def test_dense_mode_defaults_follow_the_model():
     assert real.model.backbone.dense_mode == 'naclip'
     assert real.model.test_cfg.crop_size == (224, 224)
     assert segmentor_config('shapes-tiny', dense_mode='sclip').model.backbone.dense_mode == 'sclip'
-    # under proposals: the dense embeddings the proposal configs pool
+    # under proposals: the dense embeddings the shipped proposal configs pool
+    from mmengine.config import Config
     fz = segmentor_config('shapes-tiny', proposals='felzenszwalb')
-    assert fz.model.type == 'ProposalSegmentor' and fz.model.backbone.dense_mode == 'clearclip'
+    for name in ('felzenszwalb_pool', 'slic_pool'):
+        shipped = Config.fromfile(os.path.join(ROOT, 'configs', 'proposals',
+                                               f'{name}_shapes_tiny.py'))
+        assert fz.model.backbone.dense_mode == shipped.model.backbone.dense_mode == 'vanilla'
+    assert fz.model.type == 'ProposalSegmentor'
     assert segmentor_config('ViT-B-16', proposals='slic').model.backbone.dense_mode == 'naclip'
     # dense regions: the shipped config's settings for shapes-tiny, no background elsewhere
     dr = segmentor_config('shapes-tiny', proposals='dense-regions')

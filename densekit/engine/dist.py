@@ -14,6 +14,7 @@ CPU-aware DDP wrapper, so the same commands run on a CPU cluster:
   modules) and no wrapper at all for models without trainable parameters (training-free
   segmentors, which DDP refuses to wrap).
 """
+import atexit
 import os
 import re
 import subprocess
@@ -98,6 +99,10 @@ def init_process_group(launcher: str, backend: str = None) -> bool:
         torch.cuda.set_device(local % torch.cuda.device_count())
     os.environ.setdefault('LOCAL_RANK', str(local))
     torch_dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    # A safety net for every exit path (errors included): a group still alive at interpreter
+    # finalisation can abort the process from Gloo's worker threads ("terminate called without
+    # an active exception"; pytorch/pytorch#190489), which torchrun reports as a failed run.
+    atexit.register(teardown_distributed, barrier=False)
     return True
 
 
@@ -126,12 +131,14 @@ def setup_distributed(cfg) -> None:
         cfg.model_wrapper_cfg = dict(type='densekit.CPUDistributedDataParallel')
 
 
-def teardown_distributed() -> None:
-    """Wait for every rank, then destroy the process group. Without it, Gloo's threads can
-    abort a rank at interpreter exit ("terminate called without an active exception"), which
-    torchrun reports as a failed run although the results are written."""
+def teardown_distributed(barrier: bool = True) -> None:
+    """Wait for every rank (``barrier``), then destroy the process group. Without it, Gloo's
+    threads can abort a rank at interpreter exit ("terminate called without an active
+    exception"), which torchrun reports as a failed run although the results are written.
+    Without the barrier it is safe once this rank's last collective has returned."""
     if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.barrier()
+        if barrier:
+            torch_dist.barrier()
         torch_dist.destroy_process_group()
 
 

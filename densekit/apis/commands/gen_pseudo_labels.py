@@ -117,6 +117,14 @@ def read_data(args, gen_cfg):
 
 
 def main(argv=None) -> int:
+    from densekit.engine.dist import teardown_distributed
+    try:
+        return _main(argv)
+    finally:   # every rank has returned from its last collective here
+        teardown_distributed(barrier=False)
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 

@@ -48,24 +48,34 @@ VIEW_PROBS = {'scene': 0.25, 'object': 0.55, 'stuff': 0.2}
 
 def generate_pool(num_images: int, seed: int, min_size: int = 96, max_size: int = 224,
                   progress: bool = False, max_objects: int = 4,
-                  min_visible: float = 0.7) -> List[dict]:
+                  min_visible: float = 0.7, stream: int = 0) -> List[dict]:
     """Render ``num_images`` scenes (seeded); keep what the views need, drop full masks.
 
-    Training scenes are less cluttered than the evaluation splits (objects keep >= 70 % of
-    their area visible), so an object view shows mostly the object its sentence names.
+    By default training scenes are less cluttered than the evaluation splits (objects keep
+    >= 70 % of their area visible), so an object view shows mostly the object its sentence
+    names; :data:`CLUTTERED` renders them as the evaluation splits are rendered. ``stream``
+    (> 0) draws an independent set of scenes for the same ``seed`` (stream 0 is the first
+    recipe's pool). The seeds never meet the Shapes splits' (``[seed, crc32(split), index]``).
     """
     from tqdm import tqdm
-    rng = np.random.default_rng(seed)
+    key = [seed] if stream == 0 else [seed, stream]
+    rng = np.random.default_rng(key[0] if stream == 0 else key)
     pool = []
     for i in tqdm(range(num_images), desc='rendering scenes', disable=not progress):
         h, w = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
-        s = shapes.generate_sample(np.random.default_rng([seed, i]), h, w,
+        s = shapes.generate_sample(np.random.default_rng(key + [i] if stream == 0
+                                                         else key + [i, 0]), h, w,
                                    max_objects=max_objects, min_visible=min_visible)
         pool.append(dict(image=s['image'], label_map=s['label_map'], captions=s['captions'],
                          stuff=s['stuff'],
                          objects=[dict(bbox=o['bbox'], category=o['category'],
                                        attributes=o['attributes']) for o in s['instances']]))
     return pool
+
+
+# Scenes rendered as the evaluation splits are (ShapesWorld's defaults: 96-320 px, 1-5 objects,
+# each >= 20 % visible): occluded objects and crops that show a neighbour too.
+CLUTTERED = dict(min_size=96, max_size=320, max_objects=5, min_visible=0.2)
 
 
 def _phrase(rng, obj: dict):
@@ -186,6 +196,43 @@ def region_targets(frac: torch.Tensor, min_area: float = 1.0):
     view, cls = torch.nonzero(area >= min_area, as_tuple=True)
     w = flat[view, cls]
     return view, cls, w / w.sum(-1, keepdim=True)
+
+
+def _block_keys(state: dict) -> set:
+    pre = 'visual.transformer.resblocks.'
+    return {int(k[len(pre):].split('.')[0]) for k in state if k.startswith(pre)}
+
+
+def load_deepened(model, state: dict) -> List[int]:
+    """Load ``state``, a checkpoint of ``model``'s architecture with fewer image-tower blocks,
+    into ``model`` and make every extra (last) block an identity; returns the extra blocks.
+
+    An open_clip block is ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``: with the attention's
+    output projection and the MLP's ``c_proj`` zeroed only the residual path is left, so the
+    deeper tower computes exactly what the checkpoint did and training starts from there
+    (function-preserving deepening, Net2Net: Chen et al., ICLR 2016). Every other key must
+    match, and a checkpoint of equal depth loads as usual."""
+    from .builder import load_state
+    blocks = model.visual.transformer.resblocks
+    have = _block_keys(state)
+    if not have or max(have) + 1 > len(blocks) or have != set(range(max(have) + 1)):
+        raise ValueError(f'checkpoint image-tower blocks {sorted(have)} cannot deepen a tower '
+                         f'of {len(blocks)} blocks')
+    extra = list(range(len(have), len(blocks)))
+    own = model.state_dict()
+    pre = 'visual.transformer.resblocks.'
+    full = dict(state)
+    for i in extra:
+        for k, v in own.items():
+            if k.startswith(f'{pre}{i}.'):
+                full[k] = v
+    load_state(model, full, 'checkpoint')
+    with torch.no_grad():
+        for i in extra:
+            for lin in (blocks[i].attn.out_proj, blocks[i].mlp.c_proj):
+                lin.weight.zero_()
+                lin.bias.zero_()
+    return extra
 
 
 def drop_position_embedding(model) -> None:

@@ -440,3 +440,78 @@ def test_shipped_default_patch_tokens_name_the_object_they_cover():
     # chance is 1 in 8: P(>= 9 of 24 right by chance) = binom.sf(8, 24, 1/8) < 0.002
     assert binom.sf(8, n, 1 / 8) < 0.002
     assert correct >= 9
+
+
+def _deeper_tiny_vit(tmp_path, extra: int) -> str:
+    """Register a copy of densekit-tiny-vit with ``extra`` more image-tower blocks."""
+    import json
+
+    import open_clip
+
+    from densekit.clip.builder import CONFIG_DIR
+    with open(osp.join(CONFIG_DIR, 'densekit-tiny-vit.json')) as f:
+        cfg = json.load(f)
+    cfg['vision_cfg']['layers'] += extra
+    name = f'densekit-tiny-vit-plus{extra}'
+    path = tmp_path / f'{name}.json'
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(path))
+    return name
+
+
+def test_load_deepened_starts_extra_blocks_as_identities(tmp_path):
+    """A deeper tower loaded from a shallower checkpoint computes exactly what the checkpoint
+    did: each extra block adds zero (output projections zeroed) to the residual stream, so the
+    comparison is exact, not within a tolerance. The blocks still train: their zeroed
+    projections get gradients."""
+    from densekit.clip.tiny_training import load_deepened
+    torch.manual_seed(0)
+    small = build_clip('densekit-tiny-vit').double().eval()
+    deep = build_clip(_deeper_tiny_vit(tmp_path, 2)).double()
+    state = {k: v.clone() for k, v in small.state_dict().items()}
+    assert load_deepened(deep, state) == [3, 4]
+    deep.eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(small.encode_image(x), deep.encode_image(x))
+    deep.encode_image(x).sum().backward()
+    assert deep.visual.transformer.resblocks[4].mlp.c_proj.weight.grad.abs().sum() > 0
+    # equal depth loads as a plain checkpoint; a deeper checkpoint cannot load into a shallower one
+    same = build_clip('densekit-tiny-vit')
+    assert load_deepened(same, state) == []
+    with pytest.raises(ValueError, match='cannot deepen'):
+        load_deepened(build_clip('densekit-tiny-vit'), deep.state_dict())
+
+
+def test_trainer_cli_deepens_a_shallower_init(tmp_path, capsys):
+    tool = _tool()
+    start = tmp_path / 'start.safetensors'
+    save_clip_checkpoint(build_clip('densekit-tiny-vit'), str(start))
+    name = _deeper_tiny_vit(tmp_path, 1)
+    out = tmp_path / 'w.safetensors'
+    assert tool.main(['--arch', name, '--init', str(start), '--out', str(out),
+                      '--work-dir', str(tmp_path / 'wd'), '--batch-size', '4', '--pool-size', '2',
+                      '--clutter-pool', '2', '--steps', '1', '--finetune-steps', '0',
+                      '--threads', '1', '--no-progress']) == 0
+    assert 'image-tower blocks [3] start as identities' in capsys.readouterr().out
+    assert len(build_clip(name, checkpoint=str(out)).visual.transformer.resblocks) == 4
+    assert tool.main(['--out', str(tmp_path / 'x.safetensors'), '--work-dir',
+                      str(tmp_path / 'wd2'), '--clutter-pool', '-1']) == 2
+
+
+def test_cluttered_pool_is_rendered_like_the_evaluation_splits():
+    """Stream 0 is the first recipe's pool (scene i from seed [seed, i]); another stream draws
+    other scenes, and CLUTTERED scenes follow ShapesWorld's defaults (what the splits use)."""
+    from densekit.clip.tiny_training import CLUTTERED, generate_pool
+    from densekit.datasets.shapes import ShapesWorld, generate_sample
+    first = generate_pool(3, seed=5)
+    rng = np.random.default_rng(5)
+    for i, s in enumerate(first):
+        h, w = (int(v) for v in rng.integers(96, 225, size=2))
+        ref = generate_sample(np.random.default_rng([5, i]), h, w, max_objects=4, min_visible=0.7)
+        assert np.array_equal(s['image'], ref['image'])
+    other = generate_pool(3, seed=5, stream=1, **CLUTTERED)
+    assert not any(a['image'].shape == b['image'].shape and np.array_equal(a['image'], b['image'])
+                   for a, b in zip(first, other))
+    world = ShapesWorld()
+    assert {k: getattr(world, k) for k in CLUTTERED} == CLUTTERED

@@ -50,12 +50,18 @@ def parse_args(argv=None):
                    help='weight of the patch-text loss on patches >= 60 %% one class '
                         '(with --region-views)')
     p.add_argument('--init', default=None, metavar='CHECKPOINT',
+                   # an --arch with more image-tower blocks than CHECKPOINT deepens it:
+                   # the extra blocks start as identities (densekit.clip.tiny_training.
+                   # load_deepened)
                    help='start from these weights of --arch (e.g. the first recipe\'s) instead of '
                         'a random initialisation; their trained token rows are kept')
     p.add_argument('--warmup', type=int, default=100, help='warm-up steps of the first phase')
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--pool-size', type=int, default=3000, help='scenes rendered for training')
+    p.add_argument('--clutter-pool', type=int, default=0, metavar='N',
+                   help='also render N scenes as the evaluation splits are (96-320 px, 1-5 '
+                        'objects, >= 20 %% visible: occlusion) and draw views from both pools')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--save-every', type=int, default=100)
     p.add_argument('--threads', type=int, default=2)
@@ -70,14 +76,22 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from densekit.clip import build_clip, save_clip_checkpoint
-    from densekit.clip.tiny_training import TinyClipTrainer, drop_position_embedding, generate_pool
+    from densekit.clip.builder import read_state_dict
+    from densekit.clip.tiny_training import (
+        CLUTTERED,
+        TinyClipTrainer,
+        drop_position_embedding,
+        generate_pool,
+        load_deepened,
+    )
     last = osp.join(args.work_dir, 'last.pth')
     if args.region_views < 0:
         print('error: --region-views must be >= 0', file=sys.stderr)
         return 2
-    if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1 or args.finetune_steps < 0:
+    if args.steps < 1 or args.batch_size < 2 or args.pool_size < 1 or args.finetune_steps < 0 \
+            or args.clutter_pool < 0:
         print('error: --steps and --pool-size must be >= 1, --batch-size >= 2 and '
-              '--finetune-steps >= 0', file=sys.stderr)
+              '--finetune-steps and --clutter-pool >= 0', file=sys.stderr)
         return 2
     lo, hi = args.object_context
     if not 0 < lo <= hi or not 0 <= args.object_offset < 0.5:
@@ -105,11 +119,19 @@ def main(argv=None) -> int:
     if args.init is not None and not osp.isfile(args.init):
         print(f'error: --init {args.init} does not exist', file=sys.stderr)
         return 2
-    model = build_clip(args.arch, checkpoint=args.init)
+    model = build_clip(args.arch)
+    if args.init is not None:
+        state = read_state_dict(args.init)
+        extra = load_deepened(model, state)
+        if extra:
+            print(f'deepened {args.init}: image-tower blocks {extra} start as identities')
     if args.no_pos_embed:
         drop_position_embedding(model)
     tokenizer = open_clip.get_tokenizer(args.arch)
     pool = generate_pool(args.pool_size, args.seed, progress=not args.no_progress)
+    if args.clutter_pool:
+        pool += generate_pool(args.clutter_pool, args.seed, progress=not args.no_progress,
+                              stream=1, **CLUTTERED)
     trainer = TinyClipTrainer(model, tokenizer, pool, batch_size=args.batch_size, lr=args.lr,
                               total_steps=args.steps, seed=args.seed, warmup=args.warmup,
                               finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr,

@@ -1,6 +1,8 @@
 # Training-free box classification ("box-given" protocol) on Shapes val with the embedded tiny
 # CLIP: every ground-truth box is RoI-pooled from the dense CLIP map and named among all 8
 # shapes, and its colour / pattern / size scored against attribute prompts. No training.
+# (whole-image ClearCLIP maps, the first setting: --cfg-options model.backbone.dense_mode=clearclip
+#  model.backbone.slide=None)
 #   python tools/test.py configs/detection/region_clip_shapes_tiny.py
 _base_ = ['./ov_rcnn_shapes_tiny.py']
 
@@ -8,7 +10,10 @@ model = dict(
     _delete_=True,
     type='RegionCLIPClassifier',
     clip=dict(model='shapes-tiny'),
-    backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='clearclip'),
+    # the model's best dense map (plain patch tokens), made at its 64 px training scale by
+    # sliding windows and stitched on the patch grid (CLIPVisionBackbone slide)
+    backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla',
+                  slide=dict(crop_size=64, stride=32)),
     text_encoder=dict(templates='imagenet80'),
     vocabulary=None,                  # the dataset's classes (DatasetVocabularyHook)
     attributes={{_base_.shapes_attributes}},

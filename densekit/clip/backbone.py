@@ -77,6 +77,12 @@ class CLIPVisionBackbone(BaseModule):
         precision: ``fp32`` (default); ``bf16`` / ``fp16`` run the tower under autocast;
             ``int8`` quantizes the tower's MLP linear layers (dynamic int8, CPU). Outputs are
             float32 in every case. See :meth:`set_precision` and docs/speed.md.
+        slide: ``dict(crop_size=(h, w), stride=(h, w))`` (pixels, multiples of the patch size;
+            ViT only) runs inputs larger than the crop as sliding windows, as the segmentors'
+            ``slide`` test mode does, and stitches the maps on the patch grid (see
+            :meth:`forward_slide`). For a model trained on small views (the embedded
+            ``shapes-tiny`` sees 64 px), detectors then pool region embeddings from maps made
+            at the model's own scale. ``None`` (default): one pass over the whole input.
     """
 
     def __init__(self,
@@ -87,6 +93,7 @@ class CLIPVisionBackbone(BaseModule):
                  out_indices: Sequence[int] = (),
                  frozen: bool = True,
                  precision: str = 'fp32',
+                 slide: Optional[dict] = None,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if clip_model is None:
@@ -106,12 +113,30 @@ class CLIPVisionBackbone(BaseModule):
         self.embed_dim = (self.visual.proj.shape[1] if self.is_vit
                           else self.visual.attnpool.c_proj.out_features)
         self.patch_size = self.visual.patch_size[0] if self.is_vit else 32
+        self.slide = self._check_slide(slide)
         self._pos_cache = _PosEmbedCache()
         self.precision = 'fp32'
         self.set_precision(precision)
         if frozen:
             self.visual.requires_grad_(False)
             self.visual.eval()
+
+    def _check_slide(self, slide: Optional[dict]):
+        if slide is None:
+            return None
+        if not self.is_vit:
+            raise ValueError('slide needs a ViT image tower')
+        unknown = set(slide) - {'crop_size', 'stride', 'max_windows'}
+        if unknown or 'crop_size' not in slide or 'stride' not in slide:
+            raise ValueError(f'slide takes crop_size, stride (and max_windows), got {dict(slide)}')
+        pair = {k: (v, v) if isinstance(v, int) else tuple(v)
+                for k, v in slide.items() if k != 'max_windows'}
+        p = self.patch_size
+        if any(len(v) != 2 or any(int(t) != t or t <= 0 or t % p for t in v)
+               for v in pair.values()):
+            raise ValueError(f'slide crop_size and stride must be positive multiples of the '
+                             f'patch size ({p} px), got {dict(slide)}')
+        return dict(pair, max_windows=int(slide.get('max_windows', 64)))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -264,6 +289,9 @@ class CLIPVisionBackbone(BaseModule):
             raise ValueError(f'input {tuple(x.shape[-2:])} is smaller than one patch '
                              f'({self.patch_size} px)')
         x = x.to(self.dtype)
+        if self.slide is not None and (x.shape[-2] > self.slide['crop_size'][0]
+                                       or x.shape[-1] > self.slide['crop_size'][1]):
+            return self.forward_slide(x, with_global)
         with self._autocast(x.device.type):
             out = self._forward_vit(x, with_global) if self.is_vit else self._forward_resnet(x)
         if self.precision in _AUTOCAST:                      # callers get float32 maps
@@ -272,6 +300,56 @@ class CLIPVisionBackbone(BaseModule):
             if out['global_embed'] is not None:
                 out['global_embed'] = out['global_embed'].float()
         return out
+
+    def forward_slide(self, x: torch.Tensor, with_global: bool = True) -> dict:
+        """``forward_dense`` over sliding windows (``slide``), stitched on the patch grid.
+
+        The input is padded on the bottom / right to whole patches (zeros: the mean colour of
+        normalised inputs), so every window sits on the grid; windows follow mmseg's rule (step
+        ``stride``, the last row / column flush with the border). Each cell of ``dense`` is the
+        mean of the **unit-normalised** dense embeddings of the windows covering it: cosine
+        scores of the stitched map then equal the mean of the windows' cosine scores up to the
+        norm, as the segmentors' slide mode averages the windows' logits. ``features`` are the
+        plain means, ``global_embed`` the mean of the windows' unit global embeddings. The grid
+        is ``ceil(H / p) x ceil(W / p)``."""
+        p = self.patch_size
+        (ch, cw), (sh, sw) = self.slide['crop_size'], self.slide['stride']
+        b, _, hi, wi = x.shape
+        gh, gw = -(-hi // p), -(-wi // p)
+        x = F.pad(x, (0, gw * p - wi, 0, gh * p - hi))
+        ch, cw = min(ch, gh * p) // p, min(cw, gw * p) // p      # in patches from here on
+        sh, sw = sh // p, sw // p
+        ys = [min(i * sh, gh - ch) for i in range(max(gh - ch + sh - 1, 0) // sh + 1)]
+        xs = [min(i * sw, gw - cw) for i in range(max(gw - cw + sw - 1, 0) // sw + 1)]
+        windows = [(y, xx) for y in ys for xx in xs]
+        dense = count = glob = None
+        feats = []
+        step = max(1, self.slide['max_windows'] // b)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32   # bf16 runs: float32
+        for i in range(0, len(windows), step):
+            group = windows[i:i + step]
+            crops = torch.cat([x[:, :, y * p:(y + ch) * p, xx * p:(xx + cw) * p]
+                               for y, xx in group])
+            with self._autocast(x.device.type):
+                out = self._forward_vit(crops, with_global)
+            d = F.normalize(out['dense'].to(acc), dim=1)
+            if dense is None:
+                dense = d.new_zeros(b, d.shape[1], gh, gw)
+                count = d.new_zeros(1, 1, gh, gw)
+                feats = [f.new_zeros(b, f.shape[1], gh, gw, dtype=acc)
+                         for f in out['features']]
+                glob = d.new_zeros(b, d.shape[1]) if with_global else None
+            for j, (y, xx) in enumerate(group):
+                sl = (slice(None), slice(None), slice(y, y + ch), slice(xx, xx + cw))
+                dense[sl] += d[j * b:(j + 1) * b]
+                count[sl] += 1
+                for total, f in zip(feats, out['features']):
+                    total[sl] += f[j * b:(j + 1) * b].to(acc)
+                if with_global:
+                    glob += F.normalize(out['global_embed'][j * b:(j + 1) * b].to(acc), dim=-1)
+        return dict(features=[(f / count).contiguous() for f in feats],
+                    dense=(dense / count).contiguous(),
+                    global_embed=None if glob is None else glob / len(windows), grid=(gh, gw))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         out = self.forward_dense(x, with_global=False)   # mmseg / mmdet read maps only

@@ -32,12 +32,31 @@ _GT_ONLY = ('LoadAnnotations', 'LoadAttributes', 'GTBoxesAsProposals', 'mmdet.Lo
 _META = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'text')
 
 
+# Dense map of the training-free box namer: ClearCLIP over the whole image, except for the
+# embedded default, which was trained on 64 px views and region-text pairs of its plain patch
+# tokens: it slides its 64 px window (CLIPVisionBackbone ``slide``) over vanilla tokens, as
+# configs/detection/region_clip_shapes_tiny.py does (docs/detection.md).
+DETECTOR_DEFAULTS = dict(dense_mode='clearclip', slide=None)
+MODEL_DETECTOR_DEFAULTS = {'shapes-tiny': dict(dense_mode='vanilla',
+                                               slide=dict(crop_size=64, stride=32))}
+
+
 def detector_config(model: str = 'shapes-tiny', pretrained: Optional[str] = None,
-                    checkpoint: Optional[str] = None, dense_mode: str = 'clearclip',
+                    checkpoint: Optional[str] = None, dense_mode: Optional[str] = None,
                     templates: str = 'imagenet80', vocabulary=None, attributes=None,
                     attribute_exclusive=False, topk: int = 1,
-                    invalid_boxes: str = 'error') -> Config:
-    """Config of the training-free :class:`RegionCLIPClassifier` (no dataset needed)."""
+                    invalid_boxes: str = 'error', slide=None) -> Config:
+    """Config of the training-free :class:`RegionCLIPClassifier` (no dataset needed).
+
+    ``dense_mode`` and ``slide`` (``dict(crop_size, stride)``, or ``False`` for one pass over
+    the whole image) default to the model's (:data:`MODEL_DETECTOR_DEFAULTS`, else
+    :data:`DETECTOR_DEFAULTS`)."""
+    defaults = dict(DETECTOR_DEFAULTS, **MODEL_DETECTOR_DEFAULTS.get(model, {}))
+    dense_mode = dense_mode or defaults['dense_mode']
+    slide = defaults['slide'] if slide is None else (slide or None)
+    backbone = dict(type='densekit.CLIPVisionBackbone', dense_mode=dense_mode)
+    if slide:
+        backbone['slide'] = dict(slide)
     clip = dict(model=model)
     if pretrained:
         clip['pretrained'] = pretrained
@@ -46,7 +65,7 @@ def detector_config(model: str = 'shapes-tiny', pretrained: Optional[str] = None
     return Config(dict(
         default_scope='mmdet',
         model=dict(type='RegionCLIPClassifier', clip=clip,
-                   backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode=dense_mode),
+                   backbone=backbone,
                    text_encoder=dict(templates=templates), vocabulary=vocabulary,
                    attributes=attributes, attribute_exclusive=attribute_exclusive, topk=topk,
                    invalid_boxes=invalid_boxes),

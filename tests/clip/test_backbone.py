@@ -249,3 +249,48 @@ def test_restated_block_equals_open_clip_block(tiny_clip64):
     block = tiny_clip64.visual.transformer.resblocks[0]
     x = torch.randn(2, 1 + 3 * 5, 64, dtype=torch.float64)
     assert torch.allclose(clip_block(block, x), block(x), rtol=0, atol=F64_ATOL)
+
+
+@pytest.mark.parametrize('mode', ['vanilla', 'clearclip'])
+def test_slide_stitches_unit_window_maps_on_the_patch_grid(tiny_clip64, mode):
+    """forward_slide against a loop written from its definition, in float64: the input padded to
+    whole patches (16 px here), mmseg's windows in patch units, each cell the mean of the unit
+    dense embeddings of the windows covering it, features the plain mean, global the mean of unit
+    global embeddings. max_windows=3 splits the 12 windows over several passes."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 100, 130, dtype=torch.float64)       # 7 x 9 patches after padding
+    bb = CLIPVisionBackbone(clip_model=tiny_clip64, dense_mode=mode, out_indices=(1,),
+                            slide=dict(crop_size=64, stride=(32, 48), max_windows=3))
+    out = bb.forward_dense(x)
+    assert out['dense'].shape == (2, 32, 7, 9) and out['grid'] == (7, 9)
+    ref = CLIPVisionBackbone(clip_model=tiny_clip64, dense_mode=mode, out_indices=(1,))
+    xp = F.pad(x, (0, 144 - 130, 0, 112 - 100))
+    dense = torch.zeros(2, 32, 7, 9, dtype=torch.float64)
+    feat = torch.zeros(2, 64, 7, 9, dtype=torch.float64)
+    count = torch.zeros(7, 9, dtype=torch.float64)
+    glob = torch.zeros(2, 32, dtype=torch.float64)
+    ys, xs = [0, 2, 3], [0, 3, 5]          # steps of 2 / 3 patches, the last flush with the border
+    for y in ys:
+        for x0 in xs:
+            o = ref.forward_dense(xp[:, :, 16 * y:16 * y + 64, 16 * x0:16 * x0 + 64])
+            dense[:, :, y:y + 4, x0:x0 + 4] += F.normalize(o['dense'], dim=1)
+            feat[:, :, y:y + 4, x0:x0 + 4] += o['features'][0]
+            count[y:y + 4, x0:x0 + 4] += 1
+            glob += F.normalize(o['global_embed'], dim=-1)
+    assert count.min() >= 1
+    assert torch.allclose(out['dense'], dense / count, atol=F64_ATOL, rtol=0)
+    assert torch.allclose(out['features'][0], feat / count, atol=F64_ATOL, rtol=0)
+    assert torch.allclose(out['global_embed'], glob / 9, atol=F64_ATOL, rtol=0)
+    # an input no larger than the crop is one plain pass
+    small = x[:, :, :64, :64]
+    assert torch.equal(bb.forward_dense(small)['dense'], ref.forward_dense(small)['dense'])
+
+
+def test_slide_options_are_checked(tiny_clip, tiny_rn_clip):
+    with pytest.raises(ValueError, match='multiples of the patch size'):
+        CLIPVisionBackbone(clip_model=tiny_clip, slide=dict(crop_size=60, stride=32))
+    with pytest.raises(ValueError, match='takes crop_size'):
+        CLIPVisionBackbone(clip_model=tiny_clip, slide=dict(crop_size=64))
+    with pytest.raises(ValueError, match='needs a ViT'):
+        CLIPVisionBackbone(clip_model=tiny_rn_clip, dense_mode='maskclip',
+                           slide=dict(crop_size=64, stride=32))

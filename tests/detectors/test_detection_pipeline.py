@@ -249,3 +249,19 @@ def test_box_classifier_runs_the_dense_pass_only_when_it_reads_it(shapes_root, s
     img = osp.join(shapes_root, 'images', 'val', '000001.png')
     res = classify_boxes(model, img, [[4, 4, 40, 40]], vocabulary=['circle', 'star'])
     assert len(res.pred_instances) == 1 and len(calls) == passes
+
+
+def test_detector_config_follows_the_model_and_the_shipped_config():
+    """The embedded default slides its 64 px window over vanilla tokens, as the shipped
+    box-naming config does; other CLIPs keep one whole-image ClearCLIP pass; slide=False turns
+    sliding off; an explicit mode wins."""
+    from mmengine.config import Config
+
+    from densekit.detectors.api import detector_config
+    shipped = Config.fromfile(osp.join(ROOT, 'configs/detection/region_clip_shapes_tiny.py'))
+    assert detector_config().model.backbone == shipped.model.backbone
+    assert detector_config().model.backbone.slide == dict(crop_size=64, stride=32)
+    other = detector_config(model='densekit-tiny-vit').model.backbone
+    assert other.dense_mode == 'clearclip' and 'slide' not in other
+    off = detector_config(slide=False, dense_mode='naclip').model.backbone
+    assert off.dense_mode == 'naclip' and 'slide' not in off

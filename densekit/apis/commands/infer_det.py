@@ -41,7 +41,12 @@ def parse_args(argv=None):
     p.add_argument('--model', default='shapes-tiny', help='CLIP for the default config')
     p.add_argument('--pretrained', help='open_clip tag for the default config')
     p.add_argument('--clip-checkpoint', help='local CLIP weights for the default config')
-    p.add_argument('--mode', default='clearclip', help='dense attention mode (default config)')
+    p.add_argument('--mode', default=None,
+                   help="dense attention mode (default config; default: the model's, "
+                        'vanilla for shapes-tiny, else clearclip)')
+    p.add_argument('--whole', action='store_true',
+                   help='default config: one pass over the whole image instead of sliding the '
+                        "model's window (shapes-tiny slides 64 px windows)")
     p.add_argument('--vocab', help='classes: "a, b; synonym" or a .txt file')
     p.add_argument('--attributes', help='"group=a,b;group2=c,d" or a JSON file')
     p.add_argument('--multilabel', action='store_true', help='attribute groups are multi-label')
@@ -106,7 +111,8 @@ def main(argv=None) -> int:
         check_writable_dir(args.out, create=False)
         cfg = args.config or api.detector_config(
             model=args.model, pretrained=args.pretrained, checkpoint=args.clip_checkpoint,
-            dense_mode=args.mode, invalid_boxes='drop' if args.drop_invalid else 'error')
+            dense_mode=args.mode, invalid_boxes='drop' if args.drop_invalid else 'error',
+            slide=False if args.whole else None)
         model = api.init_detector(cfg, args.checkpoint, device=args.device)
         if args.drop_invalid and hasattr(model, 'invalid_boxes'):
             model.invalid_boxes = 'drop'

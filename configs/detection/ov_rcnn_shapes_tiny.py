@@ -27,8 +27,12 @@ channels = 64
 model = dict(
     type='OpenVocabRCNN',
     clip=dict(model='shapes-tiny'),
-    # dense joint-space map for the training-free score; features of the last block for the neck
-    backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='clearclip', out_indices=(3,)),
+    # dense joint-space map for the training-free score (the model's best map, its plain patch
+    # tokens) and features of the last block for the neck, both made at the tiny CLIP's 64 px
+    # training scale by sliding windows stitched on the patch grid (CLIPVisionBackbone slide;
+    # docs/detection.md: whole-image ClearCLIP maps were the first setting)
+    backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla', out_indices=(3,),
+                  slide=dict(crop_size=64, stride=32)),
     neck=[  # patch-8 ViT map -> strides 4, 8, 16, 32 (ViTDet) -> FPN top-down
         dict(type='SimplePyramid', in_channels=96, out_channels=channels,
              scale_factors=(2.0, 1.0, 0.5, 0.25)),

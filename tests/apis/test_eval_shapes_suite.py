@@ -47,16 +47,17 @@ def test_dry_run_lists_every_documented_command_with_the_clip(capsys):
     for mode in DENSE_MODES:
         assert sum(f'configs/shapes/zero_shot_{mode}_shapes_tiny.py' in c for c in tests) == 4
     assert sum('model.refine.type=densekit.PAMR' in c for c in tests) == 2 * len(DENSE_MODES)
-    # training on the vanilla map, then tests of its checkpoint (after the training job)
+    # training as the config is (vanilla tokens, sliding windows), then tests of its checkpoint
+    # (after the training job)
     train = [c for c in cmds if ' tools/train.py ' in c]
     assert len(train) == 1 and 'ov_rcnn_shapes_tiny.py' in train[0]
-    assert 'model.backbone.dense_mode=vanilla' in train[0] and clip in train[0]
+    assert 'dense_mode' not in train[0] and clip in train[0]
     ckpt = 'work_dirs/suite/x/work/det/ov_rcnn_train/iter_600.pth'
     assert sum(f'--checkpoint {ckpt}' in c for c in tests) == 5
     assert text.count('(after det/ov_rcnn train)') == 5
     assert any(c.endswith('--cfg-options ' + clip + ' test_dataloader.num_workers=0 '
                           'test_dataloader.persistent_workers=False') and 'ov_rcnn' in c
-               for c in tests)       # the clearclip row: the config as it is
+               for c in tests)       # the dense ensemble row: the config as it is
     assert sum('model.classifier.type=densekit.EnsembleMaskClassifier' in c for c in tests) == 1
     # the tools with their own flags get --model / --checkpoint
     own = [c for c in cmds if 'eval_zero_shot_cls.py' in c or 'gen_pseudo_labels.py' in c]

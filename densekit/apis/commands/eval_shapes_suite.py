@@ -262,25 +262,27 @@ def build_jobs(args) -> List[Job]:
         if not ckpt:
             wd = work('det', 'ov_rcnn train')
             argv = [_tool('train.py'), _config(OV_RCNN), '--work-dir', wd, '--cfg-options',
-                    'model.backbone.dense_mode=vanilla', *clip_opts, *det_train_data]
+                    *clip_opts, *det_train_data]
             jobs.append(Job('det', 'ov_rcnn train', argv, parse_train, work_dir=wd))
             ckpt, after = osp.join(wd, f'iter_{OV_RCNN_ITERS}.pth'), 'det/ov_rcnn train'
-        vanilla = 'model.backbone.dense_mode=vanilla'
+        # the configs' dense map: vanilla tokens from sliding 64 px windows
+        whole_clearclip = ['model.backbone.dense_mode=clearclip', 'model.backbone.slide=None']
         for row, opts in (
-                ('ov_rcnn learned only', ['model.roi_head.bbox_head.ensemble=False', vanilla]),
-                ('ov_rcnn dense ensemble vanilla', [vanilla]),
-                ('ov_rcnn dense ensemble clearclip', []),      # the config's mode
-                ('ov_rcnn crop ensemble', ['model.roi_head.clip_source=crop', vanilla]),
+                ('ov_rcnn learned only', ['model.roi_head.bbox_head.ensemble=False']),
+                ('ov_rcnn dense ensemble', []),
+                ('ov_rcnn dense ensemble clearclip', ['model.backbone.dense_mode=clearclip']),
+                ('ov_rcnn crop ensemble', ['model.roi_head.clip_source=crop']),
                 ('ov_rcnn learned attributes only',
                  ['model.roi_head.bbox_head.ensemble=False',
-                  'model.roi_head.attribute_head.dense_weight=0', vanilla])):
+                  'model.roi_head.attribute_head.dense_weight=0'])):
             test('det', row, OV_RCNN, opts, parse_det, checkpoint=ckpt, after=after,
                  data_opts=det_data)
         rc = 'configs/detection/region_clip_shapes_tiny.py'
-        test('det', 'gt boxes dense clearclip', rc, [], parse_det, data_opts=det_data)
+        test('det', 'gt boxes dense', rc, [], parse_det, data_opts=det_data)
         test('det', 'gt boxes crop', rc, ['model.clip_source=crop'], parse_det,
              data_opts=det_data)
-        test('det', 'gt boxes dense vanilla', rc, [vanilla], parse_det, data_opts=det_data)
+        test('det', 'gt boxes dense clearclip whole image', rc, whole_clearclip, parse_det,
+             data_opts=det_data)
     if 'cams' in sections:
         for method in ('clip_es', 'excel'):
             for refine in (True, False):

@@ -277,6 +277,20 @@ def soft_info_nce(logits, pos: torch.Tensor) -> torch.Tensor:
                               * logits.t().log_softmax(1), 1).mean())
 
 
+def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                           balance: bool = True) -> torch.Tensor:
+    """Cross-entropy of ``logits [N, C]``; with ``balance`` the mean over the classes present
+    of each class's mean loss, so that the few patches of objects weigh as much as the many of
+    the background (a class-balanced loss, as in Cui et al., CVPR 2019, with equal weights)."""
+    loss = F.cross_entropy(logits, target, reduction='none')
+    if not balance:
+        return loss.mean()
+    classes, inverse = torch.unique(target, return_inverse=True)
+    per_class = loss.new_zeros(len(classes)).index_add_(0, inverse, loss)
+    counts = torch.bincount(inverse, minlength=len(classes)).to(loss)
+    return (per_class / counts).mean()
+
+
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -292,8 +306,10 @@ class TinyClipTrainer:
                  finetune_steps: int = 0, finetune_lr: float = 3e-4, finetune_keep: float = 0.25,
                  object_context=(1.15, 1.7), object_offset: float = 0.0,
                  region_views: int = 0, region_weight: float = 1.0, patch_weight: float = 0.0,
-                 region_min_area: float = 1.0, window_short_side=(168, 280)):
+                 region_min_area: float = 1.0, window_short_side=(168, 280),
+                 patch_balance: bool = False):
         self.model, self.tokenizer, self.pool = model, tokenizer, pool
+        self.patch_balance = patch_balance
         self.region_views, self.region_weight, self.patch_weight = \
             region_views, region_weight, patch_weight
         self.region_min_area, self.window_short_side = region_min_area, tuple(window_short_side)
@@ -393,7 +409,8 @@ class TinyClipTrainer:
         if self.patch_weight:
             share, label = frac.flatten(2).max(1)                   # [W, P]
             keep = share >= 0.6
-            loss_patch = F.cross_entropy(scale * dense[keep] @ cls_emb.t(), label[keep])
+            loss_patch = balanced_cross_entropy(scale * dense[keep] @ cls_emb.t(), label[keep],
+                                                self.patch_balance)
             loss = loss + self.patch_weight * loss_patch
             self.last_losses['loss_patch'] = float(loss_patch.detach())
         return loss

@@ -515,3 +515,17 @@ def test_cluttered_pool_is_rendered_like_the_evaluation_splits():
                    for a, b in zip(first, other))
     world = ShapesWorld()
     assert {k: getattr(world, k) for k in CLUTTERED} == CLUTTERED
+
+
+def test_balanced_patch_loss_weighs_each_class_equally():
+    import torch.nn.functional as F
+
+    from densekit.clip.tiny_training import balanced_cross_entropy
+    torch.manual_seed(0)
+    logits = torch.randn(7, 4, dtype=torch.float64)
+    target = torch.tensor([2, 2, 2, 2, 2, 0, 3])
+    each = F.cross_entropy(logits, target, reduction='none')
+    want = (each[:5].mean() + each[5] + each[6]) / 3
+    assert torch.allclose(balanced_cross_entropy(logits, target), want, atol=F64_ATOL, rtol=0)
+    assert torch.allclose(balanced_cross_entropy(logits, target, balance=False),
+                          F.cross_entropy(logits, target), atol=F64_ATOL, rtol=0)

@@ -49,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument('--patch-weight', type=float, default=0.0,
                    help='weight of the patch-text loss on patches >= 60 %% one class '
                         '(with --region-views)')
+    p.add_argument('--patch-balance', action='store_true',
+                   help='patch loss: mean over the classes present of their mean loss (object '
+                        'patches weigh as much as background ones)')
     p.add_argument('--init', default=None, metavar='CHECKPOINT',
                    # an --arch with more image-tower blocks than CHECKPOINT deepens it:
                    # the extra blocks start as identities (densekit.clip.tiny_training.
@@ -139,7 +142,8 @@ def main(argv=None) -> int:
                               object_context=args.object_context,
                               object_offset=args.object_offset,
                               region_views=args.region_views, region_weight=args.region_weight,
-                              patch_weight=args.patch_weight)
+                              patch_weight=args.patch_weight,
+                              patch_balance=args.patch_balance)
     if args.init is not None:   # rows stored by the initial weights count as trained
         trainer.seen_tokens |= model.token_embedding.weight.detach().abs().sum(1) > 0
     if args.resume:

@@ -32,3 +32,13 @@ model = dict(
                      score_concat_index=2, context_decoder=dict(width=16, heads=2, layers=1)),
     test_cfg=dict(crop_size=crop, stride=(64, 64)))
 """
+
+
+def shapes_val_split(tmp_path_factory, num_images: int, seed: int, min_size: int,
+                     max_size: int) -> str:
+    """A small Shapes ``val`` split (images, labels, annotations) in a fresh folder."""
+    from densekit.datasets import shapes
+    root = tmp_path_factory.mktemp('shapes')
+    shapes.generate_split(str(root), 'val', num_images, seed=seed, min_size=min_size,
+                          max_size=max_size)
+    return str(root)

@@ -19,14 +19,14 @@ from densekit.apis.commands.eval_shapes_suite import (
 )
 from densekit.datasets import shapes as S
 
+from helpers import shapes_val_split
+
 SHIPPED = osp.join(osp.dirname(S.__file__), '..', '..', 'weights', 'shapes-tiny.safetensors')
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('shapes')
-    S.generate_split(str(root), 'val', 2, seed=5, min_size=96, max_size=112)
-    return str(root)
+    return shapes_val_split(tmp_path_factory, 2, seed=5, min_size=96, max_size=112)
 
 
 def _dry(capsys, *argv):

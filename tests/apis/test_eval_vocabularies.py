@@ -9,12 +9,12 @@ from densekit.apis.commands.eval_vocabularies import main
 from densekit.datasets import shapes as S
 from densekit.evaluation.vocabularies import TRANSLATIONS, shapes_descriptions
 
+from helpers import shapes_val_split
+
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('shapes')
-    S.generate_split(str(root), 'val', 3, seed=3, min_size=64, max_size=96)
-    return str(root)
+    return shapes_val_split(tmp_path_factory, 3, seed=3, min_size=64, max_size=96)
 
 
 def _run(capsys, *argv):

@@ -168,3 +168,12 @@ def test_scheduler_skips_what_needs_a_failed_command(tmp_path):
     assert jobs[0].error == 'exit code 3' and jobs[2].metrics == {'lines': 2}  # command + x
     assert 'could not read its metrics' in jobs[3].error
     assert sum(line.startswith('[') for line in lines) == 4
+
+
+def test_dry_run_shipped_default_trains_the_detector_as_configured(capsys):
+    """Nothing to override (the configs' CLIP, the default data): the training command carries
+    no empty --cfg-options (argparse would refuse it)."""
+    cmds, _ = _dry(capsys, '--only', 'det')
+    train = [c for c in cmds if ' tools/train.py ' in c]
+    assert len(train) == 1 and '--cfg-options' not in train[0]
+    assert train[0].endswith('--work-dir work_dirs/suite/x/work/det/ov_rcnn_train')

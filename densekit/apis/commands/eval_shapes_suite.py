@@ -261,8 +261,9 @@ def build_jobs(args) -> List[Job]:
         ckpt, after = args.det_checkpoint, None
         if not ckpt:
             wd = work('det', 'ov_rcnn train')
-            argv = [_tool('train.py'), _config(OV_RCNN), '--work-dir', wd, '--cfg-options',
-                    *clip_opts, *det_train_data]
+            opts = [*clip_opts, *det_train_data]
+            argv = [_tool('train.py'), _config(OV_RCNN), '--work-dir', wd,
+                    *(['--cfg-options', *opts] if opts else [])]
             jobs.append(Job('det', 'ov_rcnn train', argv, parse_train, work_dir=wd))
             ckpt, after = osp.join(wd, f'iter_{OV_RCNN_ITERS}.pth'), 'det/ov_rcnn train'
         # the configs' dense map: vanilla tokens from sliding 64 px windows

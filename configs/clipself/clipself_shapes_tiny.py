@@ -23,7 +23,7 @@ model = dict(
     type='densekit.CLIPSelf',
     clip=dict(model='shapes-tiny'),
     dense_mode='maskclip',          # the authors' student tokens: value path of the last block
-    trainable_blocks=4,             # all blocks (the authors unlock all 12 of ViT-B/16)
+    trainable_blocks=6,             # all blocks (the authors unlock all 12 of ViT-B/16)
     # 8x8 patches per window: at most 4x4 cells (2x2 patches each); authors: 6 on a 64x64 grid
     regions=dict(type='grid', max_split=4, max_boxes=20, crop_scale=1.0),
     data_preprocessor=dict(type='mmseg.SegDataPreProcessor', mean=[122.771, 116.746, 104.094],

@@ -18,7 +18,7 @@ model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
     backbone=dict(type='densekit.CLIPVisionBackbone', clip=dict(model='shapes-tiny'),
-                  out_indices=(0, 1, 2, 3), frozen=True),
+                  out_indices=(1, 2, 3, 5), frozen=True),
     decode_head=dict(
         type='FPNHead', in_channels=[96, 96, 96, 96], in_index=[0, 1, 2, 3],
         feature_strides=[8, 8, 8, 8], channels=64, dropout_ratio=0.1, num_classes=13,

@@ -31,7 +31,7 @@ model = dict(
     # tokens) and features of the last block for the neck, both made at the tiny CLIP's 64 px
     # training scale by sliding windows stitched on the patch grid (CLIPVisionBackbone slide;
     # docs/detection.md: whole-image ClearCLIP maps were the first setting)
-    backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla', out_indices=(3,),
+    backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla', out_indices=(5,),
                   slide=dict(crop_size=64, stride=32)),
     neck=[  # patch-8 ViT map -> strides 4, 8, 16, 32 (ViTDet) -> FPN top-down
         dict(type='SimplePyramid', in_channels=96, out_channels=channels,

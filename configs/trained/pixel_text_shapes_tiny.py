@@ -30,9 +30,10 @@ max_iters = 6000
 model = dict(
     type='OpenVocabSegmentor',
     clip=dict(model='shapes-tiny'),
-    # ViT: 4 blocks of width 96, patch 8, joint space 64. Every block's tokens are a level.
+    # ViT: 6 blocks of width 96, patch 8, joint space 64. Four blocks' tokens are the levels
+    # (spread as DenseCLIP's 3, 5, 7, 11 of ViT-B/16's 12).
     backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla',
-                  out_indices=(0, 1, 2, 3), frozen=True),
+                  out_indices=(1, 2, 3, 5), frozen=True),
     text_encoder=dict(templates='imagenet80', frozen=True),
     vocabulary=None,          # per phase from the dataset (DatasetVocabularyHook below)
     logit_scale=1.0,          # the head's logits are already cos / tau

@@ -529,3 +529,153 @@ def test_balanced_patch_loss_weighs_each_class_equally():
     assert torch.allclose(balanced_cross_entropy(logits, target), want, atol=F64_ATOL, rtol=0)
     assert torch.allclose(balanced_cross_entropy(logits, target, balance=False),
                           F.cross_entropy(logits, target), atol=F64_ATOL, rtol=0)
+
+
+def _tiny_recipe(deep_arch: str):
+    """Three 1-4 step stages on densekit-tiny-vit: image-text views; region-text (4 steps, a
+    checkpoint every 2); ``deep_arch`` from stage 2's weights at lr 0 (weights unchanged)."""
+    common = dict(batch_size=4, pool_size=3, finetune_steps=0, threads=1)
+    return (
+        dict(what='views', options=dict(arch='densekit-tiny-vit', steps=2, **common)),
+        dict(what='regions', options=dict(arch='densekit-tiny-vit', steps=4, warmup=1,
+                                          region_views=2, patch_weight=0.5, save_every=2,
+                                          **common)),
+        dict(what='deeper', options=dict(arch=deep_arch, steps=1, lr=0.0, region_views=2,
+                                         patch_weight=1.0, patch_balance=True, clutter_pool=2,
+                                         **common)),
+    )
+
+
+def _stage_lines(text: str):
+    return [ln for ln in text.splitlines() if ln.startswith('stage ')]
+
+
+def test_recipe_runs_its_stages_from_each_others_weights_and_skips_finished_ones(
+        tmp_path, monkeypatch, capsys):
+    from densekit.clip import tiny_recipes
+    tool = _tool()
+    deep = _deeper_tiny_vit(tmp_path, 1)
+    monkeypatch.setitem(tiny_recipes.RECIPES, 'test-tiny', _tiny_recipe(deep))
+    wd, out = tmp_path / 'wd', tmp_path / 'final.safetensors'
+    cmd = ['--recipe', 'test-tiny', '--work-dir', str(wd), '--out', str(out), '--no-progress']
+    assert tool.main(cmd) == 0
+    text = capsys.readouterr().out
+    lines = _stage_lines(text)
+    assert [ln.split(' (')[0] for ln in lines] == ['stage 1/3', 'stage 2/3', 'stage 3/3']
+    assert all(') started: tools/train_tiny_clip.py --arch ' in ln for ln in lines)
+    w = [wd / f'stage{k}' / 'weights.safetensors' for k in (1, 2, 3)]
+    assert '--init' not in lines[0]
+    for k in (1, 2):
+        assert f'--init {w[k - 1]} --work-dir {wd / f"stage{k + 1}"}' in lines[k]
+    assert 'image-tower blocks [3] start as identities' in text     # stage 3 deepened
+    s1, s2, s3 = (read_state_dict(str(p)) for p in w)
+    assert not torch.equal(s1['visual.proj'], s2['visual.proj'])   # stage 2 trained on stage 1
+    # stage 3 (lr 0) started from stage 2's weights: every one of them is unchanged, and the
+    # extra block adds nothing (its output projections are zero)
+    for k in s2:
+        assert torch.equal(s2[k], s3[k]), k
+    extra = 'visual.transformer.resblocks.3.'
+    assert s3[extra + 'attn.out_proj.weight'].abs().max() == 0
+    assert s3[extra + 'mlp.c_proj.weight'].abs().max() == 0
+    assert out.read_bytes() == w[2].read_bytes()
+    assert len(build_clip(deep, checkpoint=str(out)).visual.transformer.resblocks) == 4
+    # re-run: --out exists (needs --force); then every stage is finished and skipped
+    stamps = [p.stat().st_mtime_ns for p in w]
+    assert tool.main(cmd) == 2
+    assert 'pass --force to overwrite' in capsys.readouterr().err
+    assert tool.main(cmd + ['--force']) == 0
+    text = capsys.readouterr().out
+    assert [ln.split(') ')[-1].split(':')[0] for ln in _stage_lines(text)] == \
+        ['skipped (finished)'] * 3
+    assert 'resumed at' not in text and 'wrote' in text
+    assert [p.stat().st_mtime_ns for p in w] == stamps
+    assert out.read_bytes() == w[2].read_bytes()
+    # a stage directory made with other options is refused, not reused
+    changed = list(_tiny_recipe('densekit-tiny-vit'))
+    changed[0] = dict(changed[0], options=dict(changed[0]['options'], steps=3))
+    monkeypatch.setitem(tiny_recipes.RECIPES, 'test-tiny', tuple(changed))
+    assert tool.main(cmd + ['--force']) == 2
+    assert 'steps differ' in capsys.readouterr().err
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_recipe_resumes_an_interrupted_stage(tmp_path, monkeypatch, capsys):
+    """Stage 2 stops after its first checkpoint (step 2 of 4); the re-run with --resume skips
+    stage 1, continues stage 2 from step 2 and ends with the weights of an uninterrupted run
+    (the resumed trainer replays the same batches, seeded by step, from the same state)."""
+    from densekit.clip import tiny_recipes
+    from densekit.clip.tiny_training import TinyClipTrainer
+    tool = _tool()
+    monkeypatch.setitem(tiny_recipes.RECIPES, 'test-tiny', _tiny_recipe('densekit-tiny-vit')[:2])
+    step = TinyClipTrainer.step
+
+    def stop_in_stage_2(self):
+        if self.region_views and self.step_idx == 2:          # stage 2 after its checkpoint
+            raise _Stop
+        return step(self)
+    monkeypatch.setattr(TinyClipTrainer, 'step', stop_in_stage_2)
+    wd, out = tmp_path / 'wd', tmp_path / 'final.safetensors'
+    cmd = ['--recipe', 'test-tiny', '--work-dir', str(wd), '--out', str(out), '--no-progress']
+    with pytest.raises(_Stop):
+        tool.main(cmd)
+    monkeypatch.setattr(TinyClipTrainer, 'step', step)
+    stage2 = wd / 'stage2'
+    assert (wd / 'stage1' / 'weights.safetensors').exists() and (stage2 / 'last.pth').exists()
+    assert not (stage2 / 'weights.safetensors').exists() and not out.exists()
+    capsys.readouterr()
+    assert tool.main(cmd) == 2                                   # --resume is asked for
+    assert 'stage 2' in capsys.readouterr().err
+    assert tool.main(cmd + ['--resume']) == 0
+    text = capsys.readouterr().out
+    lines = _stage_lines(text)
+    assert ') skipped (finished): ' in lines[0]
+    assert ') resumed: ' in lines[1] and lines[1].endswith('--resume --no-progress')
+    assert 'resumed at step 2' in text
+    steps = [int(ln.split('"step": ')[1].split(',')[0])
+             for ln in (stage2 / 'log.jsonl').read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    # the same recipe uninterrupted, in another work dir
+    wd2, out2 = tmp_path / 'wd2', tmp_path / 'final2.safetensors'
+    assert tool.main(['--recipe', 'test-tiny', '--work-dir', str(wd2), '--out', str(out2),
+                      '--no-progress']) == 0
+    a, b = read_state_dict(str(out)), read_state_dict(str(out2))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_recipe_cli_refuses_unknown_recipes_and_options_its_stages_set(tmp_path, capsys):
+    tool = _tool()
+    assert tool.main(['--recipe', 'nope', '--work-dir', str(tmp_path / 'wd')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'unknown recipe' in err and 'shapes-tiny-v4' in err
+    assert tool.main(['--recipe', 'shapes-tiny-v4', '--steps', '3000', '--patch-balance']) == 2
+    err = capsys.readouterr().err
+    assert '--patch-balance, --steps cannot go with it' in err
+    assert tool.main(['--dry-run']) == 2
+    assert not (tmp_path / 'wd').exists()
+
+
+def test_shapes_tiny_v4_recipe_is_the_four_documented_runs(tmp_path, capsys):
+    """--dry-run prints the stages' commands; they parse with the tool's own options into the
+    runs that made v4 (docs/model_card_shapes_tiny.md), each from the previous one's weights."""
+    tool = _tool()
+    wd = tmp_path / 'wd'
+    assert tool.main(['--recipe', 'shapes-tiny-v4', '--work-dir', str(wd), '--dry-run',
+                      '--threads', '1']) == 0
+    lines = _stage_lines(capsys.readouterr().out)
+    assert len(lines) == 4 and all(') would start: ' in ln for ln in lines)
+    args = [tool.parse_args(ln.split('tools/train_tiny_clip.py ')[1].split()) for ln in lines]
+    assert [a.arch for a in args] == ['densekit-shapes-tiny-4l'] * 2 + ['densekit-shapes-tiny'] * 2
+    assert [(a.steps, a.finetune_steps, a.batch_size, a.lr) for a in args] == \
+        [(3000, 500, 128, 1e-3), (2400, 0, 80, 5e-4), (2400, 0, 80, 5e-4), (2000, 0, 80, 3e-4)]
+    assert [(a.region_views, a.patch_weight, a.clutter_pool, a.patch_balance) for a in args] == \
+        [(0, 0.0, 0, False), (48, 1.0, 0, False), (48, 1.0, 3000, False), (48, 1.0, 3000, True)]
+    assert [a.warmup for a in args] == [100, 50, 50, 50] and {a.threads for a in args} == {1}
+    assert [a.init for a in args] == [None] + [str(wd / f'stage{k}' / 'weights.safetensors')
+                                               for k in (1, 2, 3)]
+    # stage 3 deepens: its tower has more blocks than stage 2's
+    depth = [len(build_clip(a.arch).visual.transformer.resblocks) for a in args[1:3]]
+    assert depth[0] < depth[1]
+    assert not wd.exists()                                       # a dry run writes nothing

@@ -6,8 +6,14 @@
     # the shipped weights' second stage: region-text training from the first stage's weights
     python tools/train_tiny_clip.py --init stage1.safetensors --lr 5e-4 --warmup 50 \
         --steps 2400 --finetune-steps 0 --batch-size 80 --region-views 48 --patch-weight 1.0
+    # the shipped weights from one command: the four stages of v4 in order, each in
+    # <work-dir>/stage<k>/ from the previous one's weights; finished stages are skipped,
+    # an interrupted one resumes (--resume); --dry-run prints the stages' commands
+    python tools/train_tiny_clip.py --recipe shapes-tiny-v4 --work-dir work_dirs/recipe_v4 \
+        --out densekit/weights/shapes-tiny.safetensors --force [--resume]
 
-(``tools/train_tiny_clip.py`` is a shell over :func:`main`.)
+(``tools/train_tiny_clip.py`` is a shell over :func:`main`; the recipes are data in
+:mod:`densekit.clip.tiny_recipes`.)
 
 Writes resumable checkpoints to --work-dir every --save-every steps, a loss log
 (``log.jsonl``), and the final weights (fp16, only the BPE token rows seen in training) to --out.
@@ -23,8 +29,8 @@ import time
 import torch
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', default='densekit/weights/shapes-tiny.safetensors')
     p.add_argument('--work-dir', default='work_dirs/shapes_tiny_clip')
     p.add_argument('--arch', default='densekit-shapes-tiny')
@@ -71,11 +77,154 @@ def parse_args(argv=None):
     p.add_argument('--resume', action='store_true', help='continue from --work-dir/last.pth')
     p.add_argument('--force', action='store_true', help='overwrite --out and start afresh')
     p.add_argument('--no-progress', action='store_true')
-    return p.parse_args(argv)
+    p.add_argument('--recipe', default=None, metavar='NAME',
+                   help='run the stages of a recipe (densekit.clip.tiny_recipes, e.g. '
+                        'shapes-tiny-v4) in --work-dir (default work_dirs/recipe_NAME), the last '
+                        "stage's weights to --out; only --work-dir, --out, --resume, --force, "
+                        '--threads, --no-progress and --dry-run go with it')
+    p.add_argument('--dry-run', action='store_true',
+                   help='with --recipe: print the stages and their commands, train nothing')
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+_UNSET = object()
+
+
+def given_options(argv) -> set:
+    """The options (argparse names) that ``argv`` gives, whatever their values."""
+    p = build_parser()
+    p.set_defaults(**{k: _UNSET for k in vars(p.parse_args([]))})
+    return {k for k, v in vars(p.parse_args(argv)).items() if v is not _UNSET}
+
+
+# May be given together with --recipe (the rest the stages set themselves).
+RECIPE_OPTIONS = ('recipe', 'dry_run', 'work_dir', 'out', 'resume', 'force', 'threads',
+                  'no_progress')
+
+
+def recipe_main(args, argv) -> int:
+    """``--recipe NAME``: :func:`run_recipe` of ``RECIPES[NAME]``."""
+    from densekit.clip.tiny_recipes import RECIPES
+    if args.recipe is None:
+        print('error: --dry-run goes with --recipe', file=sys.stderr)
+        return 2
+    if args.recipe not in RECIPES:
+        print(f'error: unknown recipe {args.recipe!r}; known recipes: '
+              f'{", ".join(sorted(RECIPES))}', file=sys.stderr)
+        return 2
+    given = given_options(argv)
+    refused = sorted(given - set(RECIPE_OPTIONS))
+    if refused:
+        flags = ', '.join('--' + k.replace('_', '-') for k in refused)
+        allowed = ', '.join('--' + k.replace('_', '-') for k in RECIPE_OPTIONS[1:])
+        print(f'error: --recipe {args.recipe} sets its stages\' options itself; {flags} cannot '
+              f'go with it (only {allowed})', file=sys.stderr)
+        return 2
+    work_dir = args.work_dir if 'work_dir' in given else f'work_dirs/recipe_{args.recipe}'
+    return run_recipe(RECIPES[args.recipe], work_dir, args.out, resume=args.resume,
+                      force=args.force, threads=args.threads if 'threads' in given else None,
+                      no_progress=args.no_progress, dry_run=args.dry_run)
+
+
+def _stage_record(argv) -> dict:
+    """What a stage's weights depend on: its resolved options, without the paths and the
+    options that do not change the weights (JSON-normalised, as stored)."""
+    skip = {'init', 'work_dir', 'out', 'resume', 'force', 'threads', 'no_progress', 'recipe',
+            'dry_run'}
+    return json.loads(json.dumps({k: v for k, v in vars(parse_args(argv)).items()
+                                  if k not in skip}))
+
+
+def run_recipe(stages, work_dir: str, out: str, resume: bool = False, force: bool = False,
+               threads=None, no_progress: bool = False, dry_run: bool = False) -> int:
+    """Run ``stages`` (a recipe of :mod:`densekit.clip.tiny_recipes`) in order with
+    :func:`main`, stage ``k`` in ``<work_dir>/stage<k>/`` from stage ``k - 1``'s weights; copy
+    the last stage's weights to ``out``. A finished stage is skipped, an interrupted one
+    resumed (only with ``resume``). Each stage records its options (``stage.json``); a
+    stage directory made with other options is refused. Returns the exit code."""
+    import hashlib
+    import shlex
+    import shutil
+
+    from densekit.clip.tiny_recipes import STAGE_RECORD, plan_recipe
+    known = set(vars(parse_args([])))
+    for i, stage in enumerate(stages, 1):
+        unknown = sorted(set(stage['options']) - known)
+        if unknown:
+            raise ValueError(f'stage {i}: {unknown} are not options of the tool')
+    plan = plan_recipe(stages, work_dir, threads)
+    for st in plan:
+        if st['state'] == 'new':
+            continue
+        early = [p['index'] for p in plan[:st['index'] - 1] if p['state'] != 'done']
+        if early:
+            print(f'error: stage {st["index"]} in {st["dir"]} exists but stage {early[0]} '
+                  'before it is not finished; remove the later stages or use another '
+                  '--work-dir', file=sys.stderr)
+            return 2
+        rec = osp.join(st['dir'], STAGE_RECORD)
+        have = None
+        if osp.exists(rec):
+            with open(rec) as f:
+                have = json.load(f)
+        want = _stage_record(st['argv'])
+        if have != want:
+            why = ('it has no ' + STAGE_RECORD if have is None else
+                   ', '.join(k for k in sorted(set(want) | set(have))
+                             if have.get(k) != want.get(k)) + ' differ')
+            print(f'error: {st["dir"]} was not made by this stage of the recipe ({why}); '
+                  'use another --work-dir', file=sys.stderr)
+            return 2
+    if not dry_run:
+        if osp.exists(out) and not force:
+            print(f'error: {out} exists; pass --force to overwrite it', file=sys.stderr)
+            return 2
+        stuck = [st for st in plan if st['state'] == 'interrupted']
+        if stuck and not resume:
+            print(f'error: stage {stuck[0]["index"]} ({stuck[0]["dir"]}/last.pth) was '
+                  'interrupted; pass --resume to continue it', file=sys.stderr)
+            return 2
+    words = dict(done='skipped (finished)', interrupted='resumed', new='started')
+    if dry_run:
+        words = dict(done='finished: would be skipped', interrupted='interrupted: would resume',
+                     new='would start')
+    n = len(plan)
+    print(f'recipe: {n} stages in {work_dir}; the last one\'s weights go to {out}')
+    for st in plan:
+        argv = st['argv'] + (['--resume'] if st['state'] == 'interrupted' else []) + \
+            (['--no-progress'] if no_progress else [])
+        when = f'; took {st["time"]}' if st['time'] else ''
+        print(f'stage {st["index"]}/{n} ({st["what"]}{when}) {words[st["state"]]}: '
+              f'tools/train_tiny_clip.py {shlex.join(argv)}', flush=True)
+        if dry_run or st['state'] == 'done':
+            continue
+        os.makedirs(st['dir'], exist_ok=True)
+        with open(osp.join(st['dir'], STAGE_RECORD), 'w') as f:
+            json.dump(_stage_record(st['argv']), f, indent=1)
+        rc = main(argv)
+        if rc:
+            print(f'error: stage {st["index"]} failed (exit {rc})', file=sys.stderr)
+            return rc
+    if dry_run:
+        return 0
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    tmp = out + '.tmp.safetensors'
+    shutil.copyfile(plan[-1]['weights'], tmp)
+    os.replace(tmp, out)
+    with open(out, 'rb') as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    print(f'wrote {out} (stage {n}\'s weights; sha256 {sha})')
+    return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.recipe is not None or args.dry_run:
+        return recipe_main(args, sys.argv[1:] if argv is None else argv)
     from tqdm import tqdm
 
     from densekit.clip import build_clip, save_clip_checkpoint

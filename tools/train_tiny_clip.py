@@ -1,6 +1,8 @@
 """Train the embedded default: a tiny CLIP on the Shapes world, on the CPU (~19 min on 2 cores).
 
 A shell over :mod:`densekit.apis.commands.train_tiny_clip` (``--help`` for the options).
+The shipped weights (v4, four runs) from one command: ``--recipe shapes-tiny-v4 --work-dir
+work_dirs/recipe_v4 --force [--resume]`` (``--dry-run`` prints the four commands).
 """
 import os.path as osp
 import sys

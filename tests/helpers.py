@@ -42,3 +42,22 @@ def shapes_val_split(tmp_path_factory, num_images: int, seed: int, min_size: int
     shapes.generate_split(str(root), 'val', num_images, seed=seed, min_size=min_size,
                           max_size=max_size)
     return str(root)
+
+
+def register_deeper_tiny_vit(folder, extra: int) -> str:
+    """Register (open_clip) a copy of ``densekit-tiny-vit`` with ``extra`` more image-tower
+    blocks, its JSON written to ``folder``; returns its name."""
+    import json
+
+    import open_clip
+
+    from densekit.clip.builder import CONFIG_DIR
+    with open(osp.join(CONFIG_DIR, 'densekit-tiny-vit.json')) as f:
+        cfg = json.load(f)
+    cfg['vision_cfg']['layers'] += extra
+    name = f'densekit-tiny-vit-plus{extra}'
+    path = osp.join(str(folder), f'{name}.json')
+    with open(path, 'w') as f:
+        json.dump(cfg, f)
+    open_clip.add_model_config(path)
+    return name

@@ -8,6 +8,7 @@ import torch
 from densekit.clip import build_clip, save_clip_checkpoint
 from densekit.clip.builder import PRESETS, WEIGHTS_DIR, read_state_dict
 
+from helpers import register_deeper_tiny_vit
 from numerics import F64_ATOL
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -443,20 +444,7 @@ def test_shipped_default_patch_tokens_name_the_object_they_cover():
 
 
 def _deeper_tiny_vit(tmp_path, extra: int) -> str:
-    """Register a copy of densekit-tiny-vit with ``extra`` more image-tower blocks."""
-    import json
-
-    import open_clip
-
-    from densekit.clip.builder import CONFIG_DIR
-    with open(osp.join(CONFIG_DIR, 'densekit-tiny-vit.json')) as f:
-        cfg = json.load(f)
-    cfg['vision_cfg']['layers'] += extra
-    name = f'densekit-tiny-vit-plus{extra}'
-    path = tmp_path / f'{name}.json'
-    path.write_text(json.dumps(cfg))
-    open_clip.add_model_config(str(path))
-    return name
+    return register_deeper_tiny_vit(tmp_path, extra)
 
 
 def test_load_deepened_starts_extra_blocks_as_identities(tmp_path):

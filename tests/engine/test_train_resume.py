@@ -14,7 +14,7 @@ import torch
 
 from densekit.engine.runner import run_test_tool, run_train_tool
 
-from helpers import TINY_PIXEL_TEXT_MODEL
+from helpers import TINY_PIXEL_TEXT_MODEL, register_deeper_tiny_vit
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -112,24 +112,27 @@ def test_load_from_starts_a_new_run_from_the_weights(trained, config, tmp_path):
 
 
 def test_partially_frozen_backbone(shapes, tmp_path):
-    """pixel_text_shapes_tiny_finetune.py: the patch embedding and blocks 0-1 stay bit-identical,
-    the later blocks and the head train, the text tower never changes."""
+    """pixel_text_shapes_tiny_finetune.py: the patch embedding and blocks 0-3 (of 6) stay
+    bit-identical, blocks 4-5 and the head train, the text tower never changes."""
     cfg = tmp_path / 'tiny_finetune.py'
     cfg.write_text(TINY_CFG.format(root=ROOT, data=shapes, base='pixel_text_shapes_tiny_finetune'))
+    deep = register_deeper_tiny_vit(tmp_path, 3)       # 6 blocks, as shapes-tiny has
     # warm-up for one iteration, so the poly schedule (whose eta_min reaches every group) acts
     assert run_train_tool([str(cfg), '--work-dir', str(tmp_path), '--cfg-options',
                             'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
-                            'param_scheduler.1.end=5', 'train_cfg.max_iters=3']) == 0
+                            'param_scheduler.1.end=5', 'train_cfg.max_iters=3',
+                            f'model.clip.model={deep}']) == 0
     one = torch.load(str(tmp_path / 'iter_2.pth'))['state_dict']
     two = torch.load(str(tmp_path / 'iter_3.pth'))['state_dict']
     changed = {k for k in one if not torch.equal(one[k], two[k])}
     visual = 'backbone.visual.'
     assert not {k for k in changed if k.startswith((visual + 'conv1', visual + 'ln_pre',
                                                      visual + 'positional_embedding',
-                                                     visual + 'transformer.resblocks.0.',
-                                                     visual + 'transformer.resblocks.1.'))}
+                                                     *(f'{visual}transformer.resblocks.{i}.'
+                                                       for i in range(4))))}
     assert not {k for k in changed if k.startswith('text_encoder.')}
-    assert any(k.startswith(visual + 'transformer.resblocks.2.') for k in changed)
+    assert all(any(k.startswith(f'{visual}transformer.resblocks.{i}.') for k in changed)
+               for i in (4, 5))
     assert 'decode_head.prompt.ctx' in changed
 
 

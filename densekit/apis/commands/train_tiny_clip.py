@@ -1,11 +1,13 @@
 """Train the embedded default: a tiny CLIP on the Shapes world, on the CPU.
 
-    python tools/train_tiny_clip.py                       # ~19 min on 2 cores
+    python tools/train_tiny_clip.py                       # the first recipe (stage 1), 6 blocks
     python tools/train_tiny_clip.py --resume              # continue an interrupted run
     python tools/train_tiny_clip.py --force --out my.safetensors --steps 300
-    # the shipped weights' second stage: region-text training from the first stage's weights
-    python tools/train_tiny_clip.py --init stage1.safetensors --lr 5e-4 --warmup 50 \
-        --steps 2400 --finetune-steps 0 --batch-size 80 --region-views 48 --patch-weight 1.0
+    # v3's second stage (4 blocks): region-text training from the first stage's weights
+    python tools/train_tiny_clip.py --arch densekit-shapes-tiny-4l --init stage1.safetensors \
+        --lr 5e-4 --warmup 50 --steps 2400 --finetune-steps 0 --batch-size 80 \
+        --region-views 48 --patch-weight 1.0
+    # an --init of fewer blocks than --arch deepens it (the new blocks start as identities)
     # the shipped weights from one command: the four stages of v4 in order, each in
     # <work-dir>/stage<k>/ from the previous one's weights; finished stages are skipped,
     # an interrupted one resumes (--resume); --dry-run prints the stages' commands

@@ -203,7 +203,7 @@ def _block_keys(state: dict) -> set:
     return {int(k[len(pre):].split('.')[0]) for k in state if k.startswith(pre)}
 
 
-def load_deepened(model, state: dict) -> List[int]:
+def load_deepened(model, state: dict, path: str = 'the checkpoint') -> List[int]:
     """Load ``state``, a checkpoint of ``model``'s architecture with fewer image-tower blocks,
     into ``model`` and make every extra (last) block an identity; returns the extra blocks.
 
@@ -216,7 +216,7 @@ def load_deepened(model, state: dict) -> List[int]:
     blocks = model.visual.transformer.resblocks
     have = _block_keys(state)
     if not have or max(have) + 1 > len(blocks) or have != set(range(max(have) + 1)):
-        raise ValueError(f'checkpoint image-tower blocks {sorted(have)} cannot deepen a tower '
+        raise ValueError(f'{path}: image-tower blocks {sorted(have)} cannot deepen a tower '
                          f'of {len(blocks)} blocks')
     extra = list(range(len(have), len(blocks)))
     own = model.state_dict()
@@ -226,7 +226,7 @@ def load_deepened(model, state: dict) -> List[int]:
         for k, v in own.items():
             if k.startswith(f'{pre}{i}.'):
                 full[k] = v
-    load_state(model, full, 'checkpoint')
+    load_state(model, full, path)
     with torch.no_grad():
         for i in extra:
             for lin in (blocks[i].attn.out_proj, blocks[i].mlp.c_proj):

@@ -485,6 +485,12 @@ def test_trainer_cli_deepens_a_shallower_init(tmp_path, capsys):
     assert len(build_clip(name, checkpoint=str(out)).visual.transformer.resblocks) == 4
     assert tool.main(['--out', str(tmp_path / 'x.safetensors'), '--work-dir',
                       str(tmp_path / 'wd2'), '--clutter-pool', '-1']) == 2
+    # weights of a deeper tower cannot start a shallower one: one error line, exit 2
+    capsys.readouterr()
+    assert tool.main(['--arch', 'densekit-tiny-vit', '--init', str(out), '--out',
+                      str(tmp_path / 'y.safetensors'), '--work-dir', str(tmp_path / 'wd3')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'cannot deepen a tower of 3 blocks' in err[0] and str(out) in err[0]
 
 
 def test_cluttered_pool_is_rendered_like_the_evaluation_splits():

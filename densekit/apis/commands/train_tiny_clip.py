@@ -275,8 +275,11 @@ def main(argv=None) -> int:
         return 2
     model = build_clip(args.arch)
     if args.init is not None:
-        state = read_state_dict(args.init)
-        extra = load_deepened(model, state)
+        try:
+            extra = load_deepened(model, read_state_dict(args.init), args.init)
+        except ValueError as e:       # not weights of --arch (or of a shallower copy of it)
+            print(f'error: --init {e}', file=sys.stderr)
+            return 2
         if extra:
             print(f'deepened {args.init}: image-tower blocks {extra} start as identities')
     if args.no_pos_embed:

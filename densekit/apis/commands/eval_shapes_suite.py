@@ -23,8 +23,9 @@ Sections (``--only`` / ``--skip``):
   (from mmseg's per-class table in the run's log).
 * ``regions``: the dense map's own regions named by crops (maskclip map, and vanilla).
 * ``proposals``: SLIC / Felzenszwalb proposals, pooled, crop-classified, ensembles.
-* ``det``: box-given RegionCLIP three ways; OV-RCNN trained 600 iterations on the vanilla map
-  (skipped with ``--det-checkpoint``) and tested four ways (+ learned attributes only).
+* ``det``: box-given RegionCLIP three ways; OV-RCNN trained 600 iterations as configured
+  (vanilla tokens from sliding 64 px windows; skipped with ``--det-checkpoint``) and tested four
+  ways (+ learned attributes only).
 * ``cams``: CLIP-ES and ExCEL pseudo labels on Shapes train, with and without CAA refinement.
 
 Writes ``--out``: ``logs/<section>__<row>.log`` (each command's stdout and stderr),

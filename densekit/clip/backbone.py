@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from ..registry import MODELS
+from ..utils.windows import sliding_windows
 from .attention import clip_block, get_dense_mode
 from .builder import build_clip
 
@@ -319,9 +320,7 @@ class CLIPVisionBackbone(BaseModule):
         x = F.pad(x, (0, gw * p - wi, 0, gh * p - hi))
         ch, cw = min(ch, gh * p) // p, min(cw, gw * p) // p      # in patches from here on
         sh, sw = sh // p, sw // p
-        ys = [min(i * sh, gh - ch) for i in range(max(gh - ch + sh - 1, 0) // sh + 1)]
-        xs = [min(i * sw, gw - cw) for i in range(max(gw - cw + sw - 1, 0) // sw + 1)]
-        windows = [(y, xx) for y in ys for xx in xs]
+        windows = [(y, x0) for y, _, x0, _ in sliding_windows(gh, gw, (ch, cw), (sh, sw))]
         dense = count = glob = None
         feats = []
         step = max(1, self.slide['max_windows'] // b)

@@ -26,6 +26,7 @@ from ..clip.vocabulary import Vocabulary
 from ..constants import CLIP_MEAN, CLIP_STD
 from ..engine.vocabulary import classes_from_config
 from ..registry import MODELS
+from ..utils.windows import sliding_windows
 
 
 def clip_data_preprocessor(**kwargs) -> dict:
@@ -215,17 +216,7 @@ class OpenVocabSegmentor(EncoderDecoder):
         """mmseg's sliding windows ``(y1, y2, x1, x2)`` for an ``h_img x w_img`` input, in its
         order: every window is ``crop_size`` (clipped to the image), the last row / column
         flush with the border."""
-        h_stride, w_stride = self.test_cfg.stride
-        h_crop, w_crop = self.test_cfg.crop_size
-        h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
-        w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
-        windows = []
-        for h_idx in range(h_grids):
-            for w_idx in range(w_grids):
-                y2 = min(h_idx * h_stride + h_crop, h_img)
-                x2 = min(w_idx * w_stride + w_crop, w_img)
-                windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
-        return windows
+        return sliding_windows(h_img, w_img, self.test_cfg.crop_size, self.test_cfg.stride)
 
     def crops_per_pass(self, crop_h: int, crop_w: int) -> int:
         """How many crops one backbone pass takes within ``crop_batch_mb`` (at least 1).

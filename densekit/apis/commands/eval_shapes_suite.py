@@ -57,7 +57,6 @@ DENSE_MODES = ('vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip')
 # load test data in the main process: fewer processes on a shared machine, same results
 LOADER_OPTS = ('test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False')
 OV_RCNN = 'configs/detection/ov_rcnn_shapes_tiny.py'
-OV_RCNN_ITERS = 600          # configs/detection/ov_rcnn_shapes_tiny.py train_cfg.max_iters
 
 # metric name in summary -> key of the mmdet / densekit evaluators' output
 DET_METRICS = {'AP': 'coco/bbox_mAP', 'AP_base': 'coco/bbox_mAP_base',
@@ -219,8 +218,16 @@ def parse_cams(job: Job, text: str) -> dict:
     return out
 
 
+def ov_rcnn_checkpoint(work_dir: str) -> str:
+    """The checkpoint the OV-RCNN training leaves in ``work_dir``: its last iteration,
+    ``train_cfg.max_iters`` of the config."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(_config(OV_RCNN), import_custom_modules=False)
+    return osp.join(work_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
+
+
 def parse_train(job: Job, text: str) -> dict:
-    ckpt = osp.join(job.work_dir, f'iter_{OV_RCNN_ITERS}.pth')
+    ckpt = ov_rcnn_checkpoint(job.work_dir)
     if not osp.isfile(ckpt):
         raise ValueError(f'training ended without {ckpt}')
     return dict(checkpoint=ckpt)
@@ -266,7 +273,7 @@ def build_jobs(args) -> List[Job]:
             argv = [_tool('train.py'), _config(OV_RCNN), '--work-dir', wd,
                     *(['--cfg-options', *opts] if opts else [])]
             jobs.append(Job('det', 'ov_rcnn train', argv, parse_train, work_dir=wd))
-            ckpt, after = osp.join(wd, f'iter_{OV_RCNN_ITERS}.pth'), 'det/ov_rcnn train'
+            ckpt, after = ov_rcnn_checkpoint(wd), 'det/ov_rcnn train'
         # the configs' dense map: vanilla tokens from sliding 64 px windows
         whole_clearclip = ['model.backbone.dense_mode=clearclip', 'model.backbone.slide=None']
         for row, opts in (

@@ -443,10 +443,6 @@ def test_shipped_default_patch_tokens_name_the_object_they_cover():
     assert correct >= 9
 
 
-def _deeper_tiny_vit(tmp_path, extra: int) -> str:
-    return register_deeper_tiny_vit(tmp_path, extra)
-
-
 def test_load_deepened_starts_extra_blocks_as_identities(tmp_path):
     """A deeper tower loaded from a shallower checkpoint computes exactly what the checkpoint
     did: each extra block adds zero (output projections zeroed) to the residual stream, so the
@@ -455,7 +451,7 @@ def test_load_deepened_starts_extra_blocks_as_identities(tmp_path):
     from densekit.clip.tiny_training import load_deepened
     torch.manual_seed(0)
     small = build_clip('densekit-tiny-vit').double().eval()
-    deep = build_clip(_deeper_tiny_vit(tmp_path, 2)).double()
+    deep = build_clip(register_deeper_tiny_vit(tmp_path, 2)).double()
     state = {k: v.clone() for k, v in small.state_dict().items()}
     assert load_deepened(deep, state) == [3, 4]
     deep.eval()
@@ -475,7 +471,7 @@ def test_trainer_cli_deepens_a_shallower_init(tmp_path, capsys):
     tool = _tool()
     start = tmp_path / 'start.safetensors'
     save_clip_checkpoint(build_clip('densekit-tiny-vit'), str(start))
-    name = _deeper_tiny_vit(tmp_path, 1)
+    name = register_deeper_tiny_vit(tmp_path, 1)
     out = tmp_path / 'w.safetensors'
     assert tool.main(['--arch', name, '--init', str(start), '--out', str(out),
                       '--work-dir', str(tmp_path / 'wd'), '--batch-size', '4', '--pool-size', '2',
@@ -548,7 +544,7 @@ def test_recipe_runs_its_stages_from_each_others_weights_and_skips_finished_ones
         tmp_path, monkeypatch, capsys):
     from densekit.clip import tiny_recipes
     tool = _tool()
-    deep = _deeper_tiny_vit(tmp_path, 1)
+    deep = register_deeper_tiny_vit(tmp_path, 1)
     monkeypatch.setitem(tiny_recipes.RECIPES, 'test-tiny', _tiny_recipe(deep))
     wd, out = tmp_path / 'wd', tmp_path / 'final.safetensors'
     cmd = ['--recipe', 'test-tiny', '--work-dir', str(wd), '--out', str(out), '--no-progress']

@@ -21,6 +21,7 @@ import torch
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
+from ..apis.inference import MODEL_DEFAULTS
 from ..clip.vocabulary import Vocabulary
 from ..proposals.postprocess import masks_to_boxes  # re-exported: one copy for both packages
 from .region_text_heads import sanitize_boxes
@@ -37,8 +38,9 @@ _META = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'text')
 # tokens: it slides its 64 px window (CLIPVisionBackbone ``slide``) over vanilla tokens, as
 # configs/detection/region_clip_shapes_tiny.py does (docs/detection.md).
 DETECTOR_DEFAULTS = dict(dense_mode='clearclip', slide=None)
-MODEL_DETECTOR_DEFAULTS = {'shapes-tiny': dict(dense_mode='vanilla',
-                                               slide=dict(crop_size=64, stride=32))}
+MODEL_DETECTOR_DEFAULTS = {
+    name: dict(dense_mode=d['dense_mode'], slide=dict(crop_size=d['crop'], stride=d['stride']))
+    for name, d in MODEL_DEFAULTS.items()}      # the window the segmentors slide
 
 
 def detector_config(model: str = 'shapes-tiny', pretrained: Optional[str] = None,

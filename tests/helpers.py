@@ -44,9 +44,10 @@ def shapes_val_split(tmp_path_factory, num_images: int, seed: int, min_size: int
     return str(root)
 
 
-def register_deeper_tiny_vit(folder, extra: int) -> str:
+def register_deeper_tiny_vit(folder, extra: int, width_factor: int = 1) -> str:
     """Register (open_clip) a copy of ``densekit-tiny-vit`` with ``extra`` more image-tower
-    blocks, its JSON written to ``folder``; returns its name."""
+    blocks and ``width_factor`` x its image-tower width, its JSON written to ``folder``; returns
+    its name."""
     import json
 
     import open_clip
@@ -55,7 +56,8 @@ def register_deeper_tiny_vit(folder, extra: int) -> str:
     with open(osp.join(CONFIG_DIR, 'densekit-tiny-vit.json')) as f:
         cfg = json.load(f)
     cfg['vision_cfg']['layers'] += extra
-    name = f'densekit-tiny-vit-plus{extra}'
+    cfg['vision_cfg']['width'] *= width_factor
+    name = f'densekit-tiny-vit-plus{extra}' + (f'-x{width_factor}' if width_factor > 1 else '')
     path = osp.join(str(folder), f'{name}.json')
     with open(path, 'w') as f:
         json.dump(cfg, f)

@@ -235,6 +235,63 @@ def load_deepened(model, state: dict, path: str = 'the checkpoint') -> List[int]
     return extra
 
 
+def widen_vision_state(state: dict, width: int, noise: float = 0.0, seed: int = 0) -> dict:
+    """``state`` with its image tower widened by an integer factor to ``width`` channels; every
+    other key is returned as is.
+
+    Every channel of the residual stream, every attention head and every MLP unit is copied
+    ``f = width / old`` times, and weights that read copied inputs are divided by ``f``: the
+    residual stream becomes ``[x; x; ...]``, on which LayerNorm's mean and variance are unchanged,
+    heads keep their width (the copies are extra heads, same attention scale) and ``proj`` sums
+    the copies back, so the wider tower computes exactly what ``state`` did (function-preserving
+    widening, Net2Net: Chen et al., ICLR 2016). Copies receive equal gradients and would stay
+    equal: ``noise > 0`` adds Gaussian noise of ``noise`` x each widened matrix's own standard
+    deviation to break the symmetry (seeded by ``seed``)."""
+    old = state['visual.conv1.weight'].shape[0]
+    if width % old or width < old:
+        raise ValueError(f'cannot widen an image tower of width {old} to {width}: '
+                         f'it needs an integer multiple')
+    f = width // old
+    if f == 1:
+        return dict(state)
+    gen = torch.Generator().manual_seed(seed)
+
+    def rows(t):             # copy output channels: [o, ...] -> [f*o, ...] (blocks of copies)
+        return t.repeat(f, *([1] * (t.dim() - 1)))
+
+    def cols(t):             # read copied inputs: [o, i] -> [o, f*i], divided by f
+        return t.repeat(1, f) / f
+
+    def jitter(t):
+        if noise > 0 and t.dim() >= 2:
+            t = t + noise * t.std() * torch.randn(t.shape, generator=gen).to(t)
+        return t
+
+    out = {}
+    for k, v in state.items():
+        if not k.startswith('visual.'):
+            out[k] = v
+            continue
+        v = v.to(torch.promote_types(v.dtype, torch.float32))   # f16 halves lose subnormals
+        name = k[len('visual.'):]
+        if name == 'proj':                                     # [C, D]: sum of the copies
+            w = v.repeat(f, 1) / f
+        elif name.endswith('in_proj_weight'):                  # [3C, C]: q, k, v each copied
+            w = torch.cat([rows(cols(p)) for p in v.chunk(3, 0)])
+        elif name.endswith('in_proj_bias'):
+            w = torch.cat([rows(p) for p in v.chunk(3, 0)])
+        elif v.dim() == 2 and (name.endswith('out_proj.weight') or 'mlp.c_' in name):
+            w = rows(cols(v))
+        elif name == 'conv1.weight':                           # [C, 3, p, p]
+            w = rows(v)
+        elif name in ('class_embedding', 'positional_embedding') or v.dim() == 1:
+            w = v.repeat(*([1] * (v.dim() - 1)), f)            # last axis is the channel axis
+        else:
+            raise ValueError(f'widen_vision_state: no rule for {k} {tuple(v.shape)}')
+        out[k] = jitter(w)
+    return out
+
+
 def drop_position_embedding(model) -> None:
     """Zero and freeze the image tower's position embeddings (before the optimizer is built).
 
@@ -307,8 +364,10 @@ class TinyClipTrainer:
                  object_context=(1.15, 1.7), object_offset: float = 0.0,
                  region_views: int = 0, region_weight: float = 1.0, patch_weight: float = 0.0,
                  region_min_area: float = 1.0, window_short_side=(168, 280),
-                 patch_balance: bool = False):
+                 patch_balance: bool = False, mode_patch: Sequence[str] = (),
+                 mode_patch_weight: float = 0.0):
         self.model, self.tokenizer, self.pool = model, tokenizer, pool
+        self.mode_patch, self.mode_patch_weight = tuple(mode_patch), mode_patch_weight
         self.patch_balance = patch_balance
         self.region_views, self.region_weight, self.patch_weight = \
             region_views, region_weight, patch_weight
@@ -386,7 +445,12 @@ class TinyClipTrainer:
         cls_tokens = self.tokenizer(cls_texts)
         self.seen_tokens[cls_tokens.flatten()] = True
         nv = len(images)
-        pooled, patches = v._pool(v.transformer(v._embeds(torch.cat([images, win.to(images)]))))
+        x = v._embeds(torch.cat([images, win.to(images)]))
+        blocks = v.transformer.resblocks
+        for blk in blocks[:-1]:
+            x = blk(x)
+        x_last = x                                   # the last block's input
+        pooled, patches = v._pool(blocks[-1](x_last))
         if finetune:
             gen = torch.Generator().manual_seed(self.seed * 100003 + self.step_idx)
             b, p, c = patches[:nv].shape
@@ -413,6 +477,21 @@ class TinyClipTrainer:
                                                 self.patch_balance)
             loss = loss + self.patch_weight * loss_patch
             self.last_losses['loss_patch'] = float(loss_patch.detach())
+            if self.mode_patch_weight and self.mode_patch:
+                # the same patch loss on the tokens the training-free modes make of the last
+                # block (clearclip, naclip: its attention output alone), so that the block's
+                # attention path names what it covers, not only the residual stream
+                from .attention import get_dense_mode
+                grid = tuple(v.grid_size)
+                loss_mode = 0.0
+                for name in self.mode_patch:
+                    y = get_dense_mode(name)(blocks[-1], x_last[nv:], grid)
+                    tok = F.normalize(v.ln_post(y[:, 1:]) @ v.proj, dim=-1)
+                    loss_mode = loss_mode + balanced_cross_entropy(
+                        scale * tok[keep] @ cls_emb.t(), label[keep], self.patch_balance)
+                loss_mode = loss_mode / len(self.mode_patch)
+                loss = loss + self.mode_patch_weight * loss_mode
+                self.last_losses['loss_modes'] = float(loss_mode.detach())
         return loss
 
     @property

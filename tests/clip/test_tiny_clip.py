@@ -1,4 +1,5 @@
 """The embedded default: its trainer, its storage format, and the shipped weights."""
+import json
 import os.path as osp
 
 import numpy as np
@@ -489,6 +490,30 @@ def test_trainer_cli_deepens_a_shallower_init(tmp_path, capsys):
     assert len(err) == 1 and 'cannot deepen a tower of 3 blocks' in err[0] and str(out) in err[0]
 
 
+def test_trainer_cli_widens_a_narrower_init_and_trains_mode_tokens(tmp_path, capsys):
+    tool = _tool()
+    start = tmp_path / 'start.safetensors'
+    save_clip_checkpoint(build_clip('densekit-tiny-vit'), str(start))
+    name = register_deeper_tiny_vit(tmp_path, 0, width_factor=2)
+    out = tmp_path / 'w.safetensors'
+    common = ['--out', str(out), '--batch-size', '4', '--pool-size', '2', '--steps', '1',
+              '--finetune-steps', '0', '--threads', '1', '--no-progress']
+    assert tool.main(['--arch', name, '--init', str(start), '--work-dir', str(tmp_path / 'wd'),
+                      '--region-views', '2', '--patch-weight', '1',
+                      '--mode-patch', 'clearclip', 'naclip'] + common) == 0
+    assert 'widened' in capsys.readouterr().out
+    assert build_clip(name, checkpoint=str(out)).visual.conv1.weight.shape[0] == 128
+    with open(tmp_path / 'wd' / 'log.jsonl') as f:
+        assert json.loads(f.readline())['loss_modes'] > 0
+    # --mode-patch is the patch loss on other tokens: without it, or with an unknown mode, exit 2
+    for extra in (['--mode-patch', 'clearclip'],
+                  ['--region-views', '2', '--patch-weight', '1', '--mode-patch', 'nope']):
+        capsys.readouterr()
+        assert tool.main(['--arch', name, '--work-dir', str(tmp_path / 'wd2'), '--force'] +
+                         extra + common) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_cluttered_pool_is_rendered_like_the_evaluation_splits():
     """Stream 0 is the first recipe's pool (scene i from seed [seed, i]); another stream draws
     other scenes, and CLUTTERED scenes follow ShapesWorld's defaults (what the splits use)."""
@@ -669,3 +694,73 @@ def test_shapes_tiny_v4_recipe_is_the_four_documented_runs(tmp_path, capsys):
     depth = [len(build_clip(a.arch).visual.transformer.resblocks) for a in args[1:3]]
     assert depth[0] < depth[1]
     assert not wd.exists()                                       # a dry run writes nothing
+
+
+def test_widen_vision_state_preserves_the_function(tmp_path):
+    """Widening copies every channel, head and MLP unit and halves what reads the copies, so the
+    wider tower computes the narrow one's global embedding (also when deepened at once, as
+    ``--init`` does) and, at equal depth, every dense mode's map (the modes rewrite the last
+    block, which deepening replaces). Halving and adding two equal halves are exact; only the
+    order of longer sums changes, so float64 agrees to F64_ATOL. With noise the copies differ,
+    so training can tell them apart."""
+    from densekit.clip.backbone import CLIPVisionBackbone
+    from densekit.clip.tiny_training import load_deepened, widen_vision_state
+    torch.manual_seed(0)
+    small = build_clip('densekit-tiny-vit').double().eval()
+    wide = build_clip(register_deeper_tiny_vit(tmp_path, 2, width_factor=2)).double()
+    state = widen_vision_state(small.state_dict(), 128)
+    assert state['visual.transformer.resblocks.0.attn.in_proj_weight'].shape == (384, 128)
+    text_rows = small.state_dict()['token_embedding.weight']
+    assert torch.equal(state['token_embedding.weight'], text_rows)     # the text tower is kept
+    assert load_deepened(wide, state) == [3, 4]
+    wide.eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.encode_image(x), small.encode_image(x), rtol=0,
+                                   atol=F64_ATOL)
+        wide = build_clip(register_deeper_tiny_vit(tmp_path, 0, width_factor=2)).double()
+        assert load_deepened(wide, state) == []
+        wide.eval()
+        for mode in ('vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip'):
+            a = CLIPVisionBackbone(clip_model=small, dense_mode=mode).forward_dense(x)['dense']
+            b = CLIPVisionBackbone(clip_model=wide, dense_mode=mode).forward_dense(x)['dense']
+            torch.testing.assert_close(b, a, rtol=0, atol=F64_ATOL, msg=mode)
+    noisy = widen_vision_state(small.state_dict(), 128, noise=0.01, seed=1)
+    w = noisy['visual.transformer.resblocks.0.mlp.c_fc.weight']
+    assert not torch.equal(w[:256], w[256:])                   # the copies are told apart
+    with pytest.raises(ValueError, match='integer multiple'):
+        widen_vision_state(small.state_dict(), 96)
+
+
+def test_mode_patch_loss_trains_the_last_blocks_attention_path():
+    """``mode_patch`` adds the patch loss on clearclip's tokens (the last block's attention
+    output alone): its gradient reaches the last block's q and v projections, which the vanilla
+    patch loss also reaches, but it must change them differently (it is a different loss), and
+    the reported loss is that of clearclip's tokens: recomputed here from the definition."""
+    import open_clip
+
+    from densekit.clip.tiny_training import TinyClipTrainer, generate_pool
+    torch.manual_seed(0)
+    pool = generate_pool(4, seed=3)
+
+    def grads(mode_patch, weight):
+        model = build_clip('densekit-tiny-vit')
+        torch.manual_seed(0)
+        model.load_state_dict(ref_state)
+        tr = TinyClipTrainer(model, open_clip.get_tokenizer('densekit-tiny-vit'), pool,
+                             batch_size=4, region_views=2, patch_weight=1.0,
+                             mode_patch=mode_patch, mode_patch_weight=weight)
+        images, texts, pos = tr.batch()
+        loss = tr._region_step(images, tr.tokenizer(texts), pos, finetune=False)
+        loss.backward()
+        blk = model.visual.transformer.resblocks[-1]
+        return tr.last_losses, blk.attn.in_proj_weight.grad.clone()
+
+    ref_state = {k: v.clone() for k, v in build_clip('densekit-tiny-vit').state_dict().items()}
+    plain_losses, plain = grads((), 0.0)
+    mode_losses, with_mode = grads(('clearclip',), 1.0)
+    assert 'loss_modes' not in plain_losses and mode_losses['loss_modes'] > 0
+    # the other terms are the same computation in both runs
+    for k in ('loss_view', 'loss_region', 'loss_patch'):
+        assert mode_losses[k] == pytest.approx(plain_losses[k], rel=1e-6)
+    assert not torch.allclose(plain, with_mode)

@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--patch-balance', action='store_true',
                    help='patch loss: mean over the classes present of their mean loss (object '
                         'patches weigh as much as background ones)')
+    p.add_argument('--mode-patch', nargs='+', default=(), metavar='MODE',
+                   help='also apply the patch loss to the tokens these training-free dense '
+                        'modes make of the last block (e.g. clearclip naclip)')
+    p.add_argument('--mode-patch-weight', type=float, default=1.0,
+                   help='weight of the --mode-patch loss')
+    p.add_argument('--widen-noise', type=float, default=0.01,
+                   help='an --init narrower than --arch is widened (function-preserving); '
+                        'this much noise (x each matrix\'s std) breaks the copies\' symmetry')
     p.add_argument('--init', default=None, metavar='CHECKPOINT',
                    # an --arch with more image-tower blocks than CHECKPOINT deepens it:
                    # the extra blocks start as identities (densekit.clip.tiny_training.
@@ -237,6 +245,7 @@ def main(argv=None) -> int:
         drop_position_embedding,
         generate_pool,
         load_deepened,
+        widen_vision_state,
     )
     last = osp.join(args.work_dir, 'last.pth')
     if args.region_views < 0:
@@ -251,6 +260,16 @@ def main(argv=None) -> int:
     if not 0 < lo <= hi or not 0 <= args.object_offset < 0.5:
         print('error: --object-context needs 0 < LO <= HI and --object-offset must be in '
               '[0, 0.5)', file=sys.stderr)
+        return 2
+    if args.mode_patch and not (args.region_views > 0 and args.patch_weight > 0):
+        print('error: --mode-patch needs --region-views > 0 and --patch-weight > 0 (it is the '
+              'patch loss, on other tokens)', file=sys.stderr)
+        return 2
+    from densekit.registry import DENSE_MODES
+    unknown = [m for m in args.mode_patch if DENSE_MODES.get(m) is None]
+    if unknown:
+        print(f'error: --mode-patch: unknown dense modes {unknown}; expected some of '
+              f'{sorted(DENSE_MODES.module_dict)}', file=sys.stderr)
         return 2
     if not 0 < args.finetune_keep <= 1:
         print('error: --finetune-keep must be in (0, 1]', file=sys.stderr)
@@ -276,8 +295,13 @@ def main(argv=None) -> int:
     model = build_clip(args.arch)
     if args.init is not None:
         try:
-            extra = load_deepened(model, read_state_dict(args.init), args.init)
-        except ValueError as e:       # not weights of --arch (or of a shallower copy of it)
+            state = read_state_dict(args.init)
+            width = model.visual.conv1.weight.shape[0]
+            if state['visual.conv1.weight'].shape[0] != width:
+                state = widen_vision_state(state, width, args.widen_noise, args.seed)
+                print(f'widened {args.init} to {width} image-tower channels')
+            extra = load_deepened(model, state, args.init)
+        except (ValueError, KeyError) as e:   # not weights of --arch (or of a smaller copy)
             print(f'error: --init {e}', file=sys.stderr)
             return 2
         if extra:
@@ -297,7 +321,9 @@ def main(argv=None) -> int:
                               object_offset=args.object_offset,
                               region_views=args.region_views, region_weight=args.region_weight,
                               patch_weight=args.patch_weight,
-                              patch_balance=args.patch_balance)
+                              patch_balance=args.patch_balance,
+                              mode_patch=args.mode_patch,
+                              mode_patch_weight=args.mode_patch_weight)
     if args.init is not None:   # rows stored by the initial weights count as trained
         trainer.seen_tokens |= model.token_embedding.weight.detach().abs().sum(1) > 0
     if args.resume:

@@ -24,7 +24,7 @@ WEIGHTS_DIR = osp.join(osp.dirname(osp.dirname(__file__)), 'weights')
 # Named presets: architecture + weights shipped in the package (architecture and weights are
 # separate names, as in open_clip; a preset is a row of this table, never a code branch).
 PRESETS = {
-    'shapes-tiny': dict(model='densekit-shapes-tiny', checkpoint='shapes-tiny.safetensors'),
+    'shapes-tiny': dict(model='densekit-shapes-tiny-w192', checkpoint='shapes-tiny.safetensors'),
 }
 
 # Keys OpenAI's checkpoints carry that are not parameters.

@@ -17,10 +17,12 @@ from densekit.apis.commands.eval_shapes_suite import (
     parse_per_class_table,
     run_jobs,
 )
+from densekit.clip.builder import PRESETS
 from densekit.datasets import shapes as S
 
 from helpers import shapes_val_split
 
+ARCH = PRESETS['shapes-tiny']['model']        # the shipped weights' architecture
 SHIPPED = osp.join(osp.dirname(S.__file__), '..', '..', 'weights', 'shapes-tiny.safetensors')
 
 
@@ -107,7 +109,7 @@ def _printed_metrics(log_path):
 def test_cls_and_dense_on_a_tiny_set(tmp_path, data):
     out = str(tmp_path / 'suite')
     code = main(['--only', 'cls,dense', '--modes', 'vanilla', '--data', data, '--out', out,
-                 '--model', 'densekit-shapes-tiny', '--checkpoint', SHIPPED, '--jobs', '2'])
+                 '--model', ARCH, '--checkpoint', SHIPPED, '--jobs', '2'])
     assert code == 0
     with open(osp.join(out, 'summary.json')) as f:
         summ = json.load(f)
@@ -122,7 +124,7 @@ def test_cls_and_dense_on_a_tiny_set(tmp_path, data):
     assert abs(m['mIoU'] - sum(ious) / len(ious)) <= 0.01 + 1e-9
     bg = [m['per_class'][c] for c in S.STUFF_CLASSES if m['per_class'].get(c) is not None]
     assert m['bg'] == round(sum(bg) / len(bg), 2)
-    assert '--cfg-options model.clip.model=densekit-shapes-tiny' in row['command']
+    assert f'--cfg-options model.clip.model={ARCH}' in row['command']
     cls = summ['sections']['cls']['crops']['metrics']
     with open(summ['sections']['cls']['crops']['log']) as f:
         printed = json.loads([ln for ln in f if ln.startswith('{')][-1])

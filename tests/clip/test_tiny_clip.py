@@ -696,6 +696,30 @@ def test_shapes_tiny_v4_recipe_is_the_four_documented_runs(tmp_path, capsys):
     assert not wd.exists()                                       # a dry run writes nothing
 
 
+def test_shapes_tiny_v5_recipe_is_v4_then_the_widening_stage(tmp_path, capsys):
+    """v5 = v4's four runs, then one run that widens stage 4's weights into the shipped
+    architecture with the clearclip / naclip patch loss (docs/model_card_shapes_tiny.md)."""
+    tool = _tool()
+    wd = tmp_path / 'wd'
+    assert tool.main(['--recipe', 'shapes-tiny-v5', '--work-dir', str(wd), '--dry-run']) == 0
+    lines = _stage_lines(capsys.readouterr().out)
+    args = [tool.parse_args(ln.split('tools/train_tiny_clip.py ')[1].split()) for ln in lines]
+    assert len(args) == 5 and args[4].init == str(wd / 'stage4' / 'weights.safetensors')
+    assert tool.main(['--recipe', 'shapes-tiny-v4', '--work-dir', str(wd), '--dry-run']) == 0
+    v4 = _stage_lines(capsys.readouterr().out)
+    # stages 1-4 are v4's runs, command for command
+    assert [ln.split(' would start: ')[1] for ln in lines[:4]] == \
+        [ln.split(' would start: ')[1] for ln in v4]
+    a = args[4]
+    assert a.arch == PRESETS['shapes-tiny']['model']
+    assert (a.steps, a.lr, a.warmup, a.patch_balance, a.clutter_pool) == (2400, 5e-4, 100, True,
+                                                                          3000)
+    assert tuple(a.mode_patch) == ('clearclip', 'naclip') and a.widen_noise == 0.01
+    widths = [build_clip(x.arch).visual.conv1.weight.shape[0] for x in args[3:]]
+    assert widths == [96, 192]                                    # stage 5 widens
+    assert not wd.exists()
+
+
 def test_widen_vision_state_preserves_the_function(tmp_path):
     """Widening copies every channel, head and MLP unit and halves what reads the copies, so the
     wider tower computes the narrow one's global embedding (also when deepened at once, as

@@ -1,7 +1,7 @@
 # How another mm-series project uses densekit: a plain mmseg config (mmseg's own EncoderDecoder,
 # FPNHead and runtime) that reaches densekit only through custom_imports. densekit contributes
 # the CLIP image tower (type='densekit.CLIPVisionBackbone': every ViT block in out_indices is a
-# feature map [B, 96, H/8, W/8]; the dense joint-space embeddings come last and are unused here)
+# feature map [B, 192, H/8, W/8]; the dense joint-space embeddings come last and are unused here)
 # and the ShapesSegDataset class. The head is a stock, closed-vocabulary FPNHead trained on all
 # 13 Shapes classes.
 #
@@ -20,7 +20,7 @@ model = dict(
     backbone=dict(type='densekit.CLIPVisionBackbone', clip=dict(model='shapes-tiny'),
                   out_indices=(1, 2, 3, 5), frozen=True),
     decode_head=dict(
-        type='FPNHead', in_channels=[96, 96, 96, 96], in_index=[0, 1, 2, 3],
+        type='FPNHead', in_channels=[192, 192, 192, 192], in_index=[0, 1, 2, 3],
         feature_strides=[8, 8, 8, 8], channels=64, dropout_ratio=0.1, num_classes=13,
         norm_cfg=dict(type='BN', requires_grad=True), align_corners=False,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),

@@ -34,7 +34,7 @@ model = dict(
     backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla', out_indices=(5,),
                   slide=dict(crop_size=64, stride=32)),
     neck=[  # patch-8 ViT map -> strides 4, 8, 16, 32 (ViTDet) -> FPN top-down
-        dict(type='SimplePyramid', in_channels=96, out_channels=channels,
+        dict(type='SimplePyramid', in_channels=192, out_channels=channels,
              scale_factors=(2.0, 1.0, 0.5, 0.25)),
         dict(type='FPN', in_channels=[channels] * 4, out_channels=channels, num_outs=4)],
     rpn_head=dict(

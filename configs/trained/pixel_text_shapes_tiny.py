@@ -30,7 +30,7 @@ max_iters = 6000
 model = dict(
     type='OpenVocabSegmentor',
     clip=dict(model='shapes-tiny'),
-    # ViT: 6 blocks of width 96, patch 8, joint space 64. Four blocks' tokens are the levels
+    # ViT: 6 blocks of width 192, patch 8, joint space 64. Four blocks' tokens are the levels
     # (spread as DenseCLIP's 3, 5, 7, 11 of ViT-B/16's 12).
     backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla',
                   out_indices=(1, 2, 3, 5), frozen=True),
@@ -42,7 +42,7 @@ model = dict(
                            pad_val=0, seg_pad_val=255),
     decode_head=dict(
         type='PixelTextHead',
-        in_channels=[96, 96, 96, 96], in_index=[0, 1, 2, 3],
+        in_channels=[192, 192, 192, 192], in_index=[0, 1, 2, 3],
         pyramid_scales=(2, 1, 0.5, 0.25),       # DenseCLIP's patch-8 pyramid
         feature_strides=[4, 8, 16, 32],
         embed_dim=64, channels=64, num_classes=len(train_classes),

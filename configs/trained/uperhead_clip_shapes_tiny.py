@@ -13,11 +13,11 @@ model = dict(
     data_preprocessor=dict(type='SegDataPreProcessor', mean=[122.771, 116.746, 104.094],
                            std=[68.501, 66.632, 70.323], bgr_to_rgb=True, size=crop,
                            pad_val=0, seg_pad_val=255),
-    # outputs: blocks 1, 2, 3, 5 of 6 ([B, 96, H/8, W/8] each), then the dense embeddings
+    # outputs: blocks 1, 2, 3, 5 of 6 ([B, 192, H/8, W/8] each), then the dense embeddings
     # [B, 64, H/8, W/8]
     backbone=dict(type='densekit.CLIPVisionBackbone', clip=dict(model='shapes-tiny'),
                   out_indices=(1, 2, 3, 5), frozen=True),
-    neck=dict(type='MultiLevelNeck', in_channels=[96, 96, 96, 96, 64], out_channels=64,
+    neck=dict(type='MultiLevelNeck', in_channels=[192, 192, 192, 192, 64], out_channels=64,
               scales=[2, 1, 0.5, 0.25, 1]),
     decode_head=dict(
         type='UPerHead', in_channels=[64, 64, 64, 64], in_index=[0, 1, 2, 3],

@@ -29,11 +29,11 @@ model = dict(
         type='densekit.CLIPVisionBackbone',
         clip=dict(model='shapes-tiny'),
         dense_mode='naclip',
-        out_indices=(1, 2),      # block outputs [B, 96, H/8, W/8]; the dense map [B, 64, ...]
+        out_indices=(1, 2),      # block outputs [B, 192, H/8, W/8]; the dense map [B, 64, ...]
         frozen=True),
     decode_head=dict(
         type='FCNHead',
-        in_channels=[96, 96, 64],
+        in_channels=[192, 192, 64],
         in_index=[0, 1, 2],
         input_transform='resize_concat',
         channels=128,

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from densekit.clip.builder import PRESETS
 from densekit.distill import (
     CLIPSelf,
     crop_regions,
@@ -19,6 +20,8 @@ from densekit.distill import (
     sample_grid_regions,
     select_given_boxes,
 )
+
+SHIPPED_ARCH = PRESETS['shapes-tiny']['model']     # the architecture of the shipped weights
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 EPS = torch.finfo(torch.float32).eps
@@ -210,7 +213,7 @@ def test_export_of_the_shipped_model_keeps_its_storage(tmp_path):
     out = export_clipself(model, str(tmp_path / 'st.safetensors'), dict(model='shapes-tiny'),
                           dtype=torch.float16, sparse_tokens=True)
     shipped = build_clip('shapes-tiny').state_dict()
-    exported = build_clip('densekit-shapes-tiny', checkpoint=out).state_dict()
+    exported = build_clip(SHIPPED_ARCH, checkpoint=out).state_dict()
     for k in shipped:                                         # untrained student = the original
         assert torch.equal(shipped[k], exported[k]), k
     from safetensors import safe_open
@@ -260,7 +263,7 @@ def test_train_tool_runs_clipself_and_exports(shapes, tmp_path):
     assert 'loss_cosine' in r.stdout + r.stderr
     assert osp.isfile(work / 'iter_3.pth')
     out = work / 'clip_clipself.safetensors'
-    clip = build_clip('densekit-shapes-tiny', checkpoint=str(out))
+    clip = build_clip(SHIPPED_ARCH, checkpoint=str(out))
     shipped = build_clip('shapes-tiny')
     assert torch.equal(clip.text_projection, shipped.text_projection)   # text tower copied
     # three optimiser steps moved the image tower
@@ -279,8 +282,8 @@ def test_train_tool_runs_clipself_and_exports(shapes, tmp_path):
                         str(work / 'iter_4.pth'), '--out', str(tmp_path / 'x.safetensors'),
                         '--fp16', '--sparse-tokens'], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
-    again = build_clip('densekit-shapes-tiny', checkpoint=str(tmp_path / 'x.safetensors'))
-    clip = build_clip('densekit-shapes-tiny', checkpoint=str(out))      # the hook's, at iter 4
+    again = build_clip(SHIPPED_ARCH, checkpoint=str(tmp_path / 'x.safetensors'))
+    clip = build_clip(SHIPPED_ARCH, checkpoint=str(out))      # the hook's, at iter 4
     for (k, a), b in zip(clip.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
 

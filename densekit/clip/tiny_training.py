@@ -22,6 +22,10 @@ averaged over each class region of the window (the generator's label map, as fra
 patch) and that pooled embedding is classified against the texts of the 13 class names
 (``region_weight``); ``patch_weight`` does the same for every patch that is mostly one class.
 With these terms the tower has seen region-text pairs, not only image-caption pairs.
+``mode_patch`` (the fifth version's stage) puts the same patch loss on the tokens that named
+training-free dense modes (:mod:`densekit.clip.attention`, e.g. clearclip, naclip) make of the last
+block, so that the block's attention output alone names what it covers; and
+:func:`widen_vision_state` widens a trained tower without changing what it computes.
 
 Why the patch tokens localise: the shipped architecture (``densekit-shapes-tiny``) pools its image
 tower by averaging the patch tokens (open_clip ``pool_type='avg'``), so the image embedding is
@@ -365,7 +369,7 @@ class TinyClipTrainer:
                  region_views: int = 0, region_weight: float = 1.0, patch_weight: float = 0.0,
                  region_min_area: float = 1.0, window_short_side=(168, 280),
                  patch_balance: bool = False, mode_patch: Sequence[str] = (),
-                 mode_patch_weight: float = 0.0):
+                 mode_patch_weight: float = 1.0):
         self.model, self.tokenizer, self.pool = model, tokenizer, pool
         self.mode_patch, self.mode_patch_weight = tuple(mode_patch), mode_patch_weight
         self.patch_balance = patch_balance

@@ -265,11 +265,12 @@ def main(argv=None) -> int:
         print('error: --mode-patch needs --region-views > 0 and --patch-weight > 0 (it is the '
               'patch loss, on other tokens)', file=sys.stderr)
         return 2
-    from densekit.registry import DENSE_MODES
-    unknown = [m for m in args.mode_patch if DENSE_MODES.get(m) is None]
-    if unknown:
-        print(f'error: --mode-patch: unknown dense modes {unknown}; expected some of '
-              f'{sorted(DENSE_MODES.module_dict)}', file=sys.stderr)
+    from densekit.clip import get_dense_mode
+    try:
+        for mode in args.mode_patch:
+            get_dense_mode(mode)                # the trainer's own lookup, and its error
+    except ValueError as e:
+        print(f'error: --mode-patch: {e}', file=sys.stderr)
         return 2
     if not 0 < args.finetune_keep <= 1:
         print('error: --finetune-keep must be in (0, 1]', file=sys.stderr)

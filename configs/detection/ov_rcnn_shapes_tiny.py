@@ -7,7 +7,7 @@
 #       --checkpoint work_dirs/ov_rcnn_shapes_tiny/iter_600.pth
 # No CLIP ensemble: --cfg-options model.roi_head.bbox_head.ensemble=False
 # Crop CLIP ensemble: --cfg-options model.roi_head.clip_source=crop
-_base_ = ['../_base_/datasets/shapes_det.py']
+_base_ = ['../_base_/datasets/shapes_det.py', '../_base_/models/shapes_tiny_clip.py']
 custom_imports = dict(imports=['densekit'], allow_failed_imports=False)
 default_scope = 'mmdet'
 
@@ -34,7 +34,7 @@ model = dict(
     backbone=dict(type='densekit.CLIPVisionBackbone', dense_mode='vanilla', out_indices=(5,),
                   slide=dict(crop_size=64, stride=32)),
     neck=[  # patch-8 ViT map -> strides 4, 8, 16, 32 (ViTDet) -> FPN top-down
-        dict(type='SimplePyramid', in_channels=192, out_channels=channels,
+        dict(type='SimplePyramid', in_channels={{_base_.clip_width}}, out_channels=channels,
              scale_factors=(2.0, 1.0, 0.5, 0.25)),
         dict(type='FPN', in_channels=[channels] * 4, out_channels=channels, num_outs=4)],
     rpn_head=dict(

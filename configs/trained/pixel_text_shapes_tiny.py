@@ -17,7 +17,8 @@
 # its native 8x8 patch grid (no positional-embedding interpolation); test slides 64 px windows.
 # With the first shapes-tiny, a 224 px short side with 128 px crops gave the same results for 2.6x
 # the compute (not re-measured with v2).
-_base_ = ['../_base_/datasets/shapes_seg.py', '../_base_/default_runtime.py']
+_base_ = ['../_base_/datasets/shapes_seg.py', '../_base_/default_runtime.py',
+          '../_base_/models/shapes_tiny_clip.py']
 custom_imports = dict(imports=['densekit', 'densekit.evaluation'], allow_failed_imports=False)
 
 stuff_classes = ['grass', 'sky', 'sand', 'water', 'wall']
@@ -42,7 +43,7 @@ model = dict(
                            pad_val=0, seg_pad_val=255),
     decode_head=dict(
         type='PixelTextHead',
-        in_channels=[192, 192, 192, 192], in_index=[0, 1, 2, 3],
+        in_channels=[{{_base_.clip_width}}] * 4, in_index=[0, 1, 2, 3],
         pyramid_scales=(2, 1, 0.5, 0.25),       # DenseCLIP's patch-8 pyramid
         feature_strides=[4, 8, 16, 32],
         embed_dim=64, channels=64, num_classes=len(train_classes),

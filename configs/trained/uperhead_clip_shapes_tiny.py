@@ -3,7 +3,8 @@
 # ordinary closed-vocabulary segmenter on all 13 Shapes classes (a supervised reference: it sees
 # the novel classes that the pixel-text head never does). Frozen shapes-tiny image tower.
 #   python tools/train.py configs/trained/uperhead_clip_shapes_tiny.py
-_base_ = ['../_base_/datasets/shapes_seg.py', '../_base_/default_runtime.py']
+_base_ = ['../_base_/datasets/shapes_seg.py', '../_base_/default_runtime.py',
+          '../_base_/models/shapes_tiny_clip.py']
 crop = (64, 64)           # the same scale as pixel_text_shapes_tiny.py (see there)
 scale = (2048, 112)
 max_iters = 6000
@@ -17,7 +18,7 @@ model = dict(
     # [B, 64, H/8, W/8]
     backbone=dict(type='densekit.CLIPVisionBackbone', clip=dict(model='shapes-tiny'),
                   out_indices=(1, 2, 3, 5), frozen=True),
-    neck=dict(type='MultiLevelNeck', in_channels=[192, 192, 192, 192, 64], out_channels=64,
+    neck=dict(type='MultiLevelNeck', in_channels=[{{_base_.clip_width}}] * 4 + [{{_base_.clip_embed_dim}}], out_channels=64,
               scales=[2, 1, 0.5, 0.25, 1]),
     decode_head=dict(
         type='UPerHead', in_channels=[64, 64, 64, 64], in_index=[0, 1, 2, 3],

@@ -13,7 +13,8 @@
 # CPU-sized run short (only the head trains) and reuses what the CAMs came from; a stock
 # ResNet from scratch would need far more iterations on 400 images. Images whose pixels the
 # pseudo labels leave undecided (255) are ignored by the loss.
-_base_ = ['../_base_/datasets/shapes_seg.py', '../_base_/default_runtime.py']
+_base_ = ['../_base_/datasets/shapes_seg.py', '../_base_/default_runtime.py',
+          '../_base_/models/shapes_tiny_clip.py']
 
 pseudo_dir = '{{fileDirname}}/../../work_dirs/wsss/shapes_clip_es'
 crop_size = (160, 160)
@@ -33,7 +34,7 @@ model = dict(
         frozen=True),
     decode_head=dict(
         type='FCNHead',
-        in_channels=[192, 192, 64],
+        in_channels=[{{_base_.clip_width}}] * 2 + [{{_base_.clip_embed_dim}}],
         in_index=[0, 1, 2],
         input_transform='resize_concat',
         channels=128,

@@ -18,7 +18,9 @@ model = dict(
     # [B, 64, H/8, W/8]
     backbone=dict(type='densekit.CLIPVisionBackbone', clip=dict(model='shapes-tiny'),
                   out_indices=(1, 2, 3, 5), frozen=True),
-    neck=dict(type='MultiLevelNeck', in_channels=[{{_base_.clip_width}}] * 4 + [{{_base_.clip_embed_dim}}], out_channels=64,
+    neck=dict(type='MultiLevelNeck',
+              in_channels=[{{_base_.clip_width}}] * 4 + [{{_base_.clip_embed_dim}}],
+              out_channels=64,
               scales=[2, 1, 0.5, 0.25, 1]),
     decode_head=dict(
         type='UPerHead', in_channels=[64, 64, 64, 64], in_index=[0, 1, 2, 3],

@@ -16,7 +16,8 @@
 # images are resized to a short side of 112 px (objects ~20-65 px) and the model sees 64 px crops,
 # its native 8x8 patch grid (no positional-embedding interpolation); test slides 64 px windows.
 # With the first shapes-tiny, a 224 px short side with 128 px crops gave the same results for 2.6x
-# the compute (not re-measured with v2).
+# the compute (not re-measured with v2). With v5, a 224 px short side (64 px crops) gave 49.54
+# against 49.21 mIoU (docs/train.md).
 _base_ = ['../_base_/datasets/shapes_seg.py', '../_base_/default_runtime.py',
           '../_base_/models/shapes_tiny_clip.py']
 custom_imports = dict(imports=['densekit', 'densekit.evaluation'], allow_failed_imports=False)
